@@ -1,0 +1,70 @@
+"""Atomic writes: an output either appears whole or not at all.
+
+A stage killed halfway (or failing on bad input) must not leave a half-written file that DVC
+could cache or a later stage could read. Everything is written to a temporary sibling and moved
+into place with `os.replace`, which is atomic on one filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fmnist.errors import PipelineError
+
+
+def _writable_parent(path: Path) -> Path:
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(f"cannot create directory {parent}: {exc.strerror}") from None
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success move it to `path`, on error remove it.
+
+    Works for a file or a directory written at the yielded path.
+    """
+    path = Path(path)
+    parent = _writable_parent(path)
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise PipelineError(f"cannot write to {parent}: {exc.strerror}") from None
+    tmp = tmp_dir / path.name
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise PipelineError(f"nothing was written for {path}")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise PipelineError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented, key-sorted JSON (stable bytes for stable hashes)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

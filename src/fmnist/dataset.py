@@ -1,0 +1,259 @@
+"""Fashion-MNIST itself: class names, image shape, file names, checksums, and its two formats.
+
+The one source of truth for what the dataset is. The readers here are strict: a file that is
+truncated, has a wrong magic number or dimensions, declares more data than it holds, or has a
+label out of range raises `DataError` naming the file and the problem, before any array is
+allocated from a declared size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fmnist.errors import DataError
+
+CLASS_NAMES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SIZE = 28
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # (H, W, C) of one model input
+PIXELS = IMAGE_SIZE * IMAGE_SIZE
+
+Split = tuple[np.ndarray, np.ndarray]  # (images (N, 28, 28) uint8, labels (N,) uint8)
+# The prepared splits, each stored as `<name>.npz` by the `prepare` stage.
+SPLIT_NAMES = ("train", "val", "test")
+
+# split -> (images file, labels file), the original (decompressed) IDX names.
+IDX_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# split -> the Kaggle CSV that holds it (`label,pixel1..pixel784`).
+CSV_FILES: dict[str, str] = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"}
+CSV_COLUMNS: tuple[str, ...] = ("label", *(f"pixel{i}" for i in range(1, PIXELS + 1)))
+
+# SHA-256 of each file's decompressed content: the same whichever gzip compressed it.
+CANONICAL_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+# The Kaggle CSVs hold the same examples in another order, so they are checked by a digest
+# that does not depend on order (see `content_digest`).
+CANONICAL_CONTENT_DIGEST: dict[str, str] = {
+    "train": "56016b2341e99c383df5cc0ed736f4afb12a6c90855d9f3d69981b294a0159ad",
+    "test": "b73438e78d64c9f337edad19c3eea888b49d646dbe27b46e4e3177218f3581e7",
+}
+
+_IDX_UBYTE = 0x08
+# The largest file the readers accept (the training images are 47 MB): bounds what a
+# corrupt header or a gzip bomb can make us allocate.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def content_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """SHA-256 of the (label, pixels) rows sorted: equal for the same examples in any order."""
+    rows = np.concatenate([labels.reshape(-1, 1), images.reshape(len(images), -1)], axis=1)
+    rows = rows.astype(np.uint8, copy=False)
+    order = np.lexsort(rows.T[::-1])
+    return sha256(np.ascontiguousarray(rows[order]).tobytes())
+
+
+def decompress(data: bytes, name: str) -> bytes:
+    """Gunzip `data` if it is gzip, refusing more than `MAX_FILE_BYTES` of output."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    out = bytearray()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            while chunk := stream.read(1 << 20):
+                out += chunk
+                if len(out) > MAX_FILE_BYTES:
+                    raise DataError(f"{name}: decompresses to more than {MAX_FILE_BYTES} bytes")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{name}: corrupt or truncated gzip data ({exc})") from None
+    return bytes(out)
+
+
+def parse_idx(data: bytes, name: str, ndim: int) -> np.ndarray:
+    """Decode one uncompressed IDX file of unsigned bytes with `ndim` dimensions."""
+    if len(data) < 4:
+        raise DataError(f"{name}: {len(data)} bytes is too short for an IDX header")
+    zero, dtype, dims = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != _IDX_UBYTE:
+        raise DataError(
+            f"{name}: bad IDX magic number 0x{data[:4].hex()}; expected 0x0000080{ndim} "
+            "(unsigned bytes); is it really an IDX file?"
+        )
+    if dims != ndim:
+        raise DataError(f"{name}: has {dims} dimensions; expected {ndim}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{name}: truncated in its header ({len(data)} of {header} bytes)")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    declared = int(np.prod(shape, dtype=np.uint64))
+    actual = len(data) - header
+    if declared != actual:
+        what = "truncated" if actual < declared else "longer than declared"
+        raise DataError(
+            f"{name}: {what}: header declares shape {shape} ({declared} bytes), "
+            f"file holds {actual} bytes of data"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as an IDX file (the inverse of `parse_idx`)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, _IDX_UBYTE, array.ndim)
+    return header + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def check_split(images: np.ndarray, labels: np.ndarray, where: str) -> None:
+    """Check shapes, dtype and label range of one split; raise `DataError` naming `where`."""
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(
+            f"{where}: images have shape {images.shape}; expected (N, {IMAGE_SIZE}, {IMAGE_SIZE})"
+        )
+    if images.dtype != np.uint8 or labels.dtype != np.uint8:
+        raise DataError(f"{where}: expected uint8 images and labels")
+    if labels.shape != (len(images),):
+        raise DataError(f"{where}: {len(images)} images but labels have shape {labels.shape}")
+    if len(images) == 0:
+        raise DataError(f"{where}: holds no examples")
+    bad = np.flatnonzero(labels >= NUM_CLASSES)
+    if bad.size:
+        raise DataError(
+            f"{where}: label {int(labels[bad[0]])} at index {int(bad[0])} is out of range "
+            f"0..{NUM_CLASSES - 1} ({bad.size} such labels)"
+        )
+
+
+def parse_idx_split(images_data: bytes, labels_data: bytes, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a split's two IDX files (already decompressed) and check them together."""
+    images_name, labels_name = IDX_FILES[split]
+    images = parse_idx(images_data, images_name, ndim=3)
+    labels = parse_idx(labels_data, labels_name, ndim=1)
+    check_split(images, labels, f"{split} split ({images_name}, {labels_name})")
+    return images, labels
+
+
+def read_idx_dir(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split from the decompressed IDX files in `directory`."""
+    directory = Path(directory)
+    blobs = []
+    for name in IDX_FILES[split]:
+        path = directory / name
+        try:
+            blobs.append(path.read_bytes())
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing; run `dvc repro fetch` to get the data") from None
+    return parse_idx_split(*blobs, split)
+
+
+def parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a Kaggle-style CSV (`label,pixel1..pixel784`) into (images, labels)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(f"{name}: larger than {MAX_FILE_BYTES} bytes")
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: not a readable CSV ({str(exc).strip()})") from None
+    columns = tuple(str(c) for c in frame.columns)
+    if columns != CSV_COLUMNS:
+        wrong = next(
+            (
+                f"column {i + 1} is '{got}', expected '{want}'"
+                for i, (got, want) in enumerate(zip(columns, CSV_COLUMNS))
+                if got != want
+            ),
+            f"it has {len(columns)} columns, expected {len(CSV_COLUMNS)}",
+        )
+        raise DataError(f"{name}: header is not label,pixel1..pixel{PIXELS}: {wrong}")
+    if frame.empty:
+        raise DataError(f"{name}: has a header but no rows")
+    for column, dtype in frame.dtypes.items():
+        if not pd.api.types.is_integer_dtype(dtype):
+            cells = frame[column]
+            numbers = pd.to_numeric(cells, errors="coerce")
+            row = int(np.flatnonzero((numbers.isna() | (numbers % 1 != 0)).to_numpy())[0])
+            raise DataError(
+                f"{name}: row {row + 1}, column '{column}': {cells.iloc[row]!r} is not an integer"
+            )
+    values = frame.to_numpy()
+    labels, pixels = values[:, 0], values[:, 1:]
+    bad = np.argwhere((pixels < 0) | (pixels > 255))
+    if bad.size:
+        row, col = map(int, bad[0])
+        raise DataError(
+            f"{name}: row {row + 1}, column '{columns[col + 1]}': pixel {pixels[row, col]} "
+            "is outside 0..255"
+        )
+    bad_labels = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+    if bad_labels.size:
+        row = int(bad_labels[0])
+        raise DataError(
+            f"{name}: row {row + 1}: label {labels[row]} is out of range 0..{NUM_CLASSES - 1}"
+        )
+    images = pixels.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    return images, labels.astype(np.uint8)
+
+
+def encode_csv(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """Encode (images, labels) as a Kaggle-style CSV (the inverse of `parse_csv`)."""
+    rows = np.concatenate([labels.reshape(-1, 1), images.reshape(len(images), -1)], axis=1)
+    frame = pd.DataFrame(rows.astype(np.int64), columns=list(CSV_COLUMNS))
+    return frame.to_csv(index=False).encode()
+
+
+def encode_npz(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """A split as `.npz` bytes that depend only on the arrays.
+
+    `np.savez` stamps the current time into the zip, which would give the same data a new
+    DVC hash on every run; this writes fixed timestamps instead.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key, array in (("images", images), ("labels", labels)):
+            entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(entry, "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def load_split(path: str | Path) -> Split:
+    """Read a split written by this stage, checking it is what the stage writes."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images, labels = data["images"], data["labels"]
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run `dvc repro prepare`") from None
+    except (KeyError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a prepared split ({exc}); run `dvc repro prepare`") from None
+    check_split(images, labels, str(path))
+    return images, labels

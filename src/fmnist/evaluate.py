@@ -1,0 +1,145 @@
+"""Stage `evaluate`: score the trained model on the test set and draw what it learned.
+
+Writes `metrics/eval.json` (loss and accuracy on every split; precision, recall and F1, macro
+and weighted, on the test set), `metrics/per_class.csv` (the per-class report),
+`metrics/predictions.csv` (true and predicted class of each test image, for DVC's confusion
+plot) and the figures: confusion matrix, training curves, misclassified examples, first-layer
+filters and feature maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from fmnist import atomic, figures, history, inputs, models
+from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, load_split
+from fmnist.errors import ParamsError, report_errors
+from fmnist.params import load_params
+
+# Probabilities are clipped before the log so that a confident mistake costs a finite loss.
+_EPSILON = 1e-7
+
+
+def predict(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Class probabilities (N, 10) for uint8 images (N, 28, 28)."""
+    ds = inputs.dataset(images, np.zeros(len(images), np.uint8), batch_size).map(lambda x, _: x)
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+
+
+def loss_and_accuracy(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Mean sparse categorical cross-entropy and accuracy."""
+    picked = np.clip(probs[np.arange(len(labels)), labels], _EPSILON, 1.0)
+    return {
+        "loss": float(-np.log(picked).mean()),
+        "accuracy": float((probs.argmax(axis=1) == labels).mean()),
+    }
+
+
+def classification_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1, macro- and weighted-averaged over the classes."""
+    out = {}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            labels, predicted, labels=range(NUM_CLASSES), average=average, zero_division=0
+        )
+        out |= {f"precision_{average}": float(p), f"recall_{average}": float(r), f"f1_{average}": float(f)}
+    return out
+
+
+def per_class_report(labels: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class."""
+    p, r, f, support = precision_recall_fscore_support(
+        labels, predicted, labels=range(NUM_CLASSES), zero_division=0
+    )
+    return pd.DataFrame(
+        {"class": CLASS_NAMES, "precision": p, "recall": r, "f1": f, "support": support}
+    ).round(4)
+
+
+def activation_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The convolution and pooling layers up to the last convolution (the notebook's maps)."""
+    picked = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.MaxPooling2D))]
+    last_conv = max((i for i, l in enumerate(picked) if isinstance(l, keras.layers.Conv2D)), default=-1)
+    return picked[: last_conv + 1]
+
+
+def filter_and_feature_figures(model: keras.Model, image: np.ndarray, label: int) -> tuple[bytes, bytes]:
+    """PNGs of the first convolution's kernels and of the feature maps of `image`."""
+    picked = activation_layers(model)
+    if not picked:
+        note = figures.message(f"The {model.name} model has no convolution layers.")
+        return note, note
+    first = picked[0]
+    kernels = np.asarray(first.get_weights()[0])
+    probe = keras.Model(inputs=model.inputs, outputs=[l.output for l in picked])
+    outputs = probe(inputs.preprocess(image[None]), training=False)
+    maps = [(l.name, np.asarray(o[0], dtype=np.float32)) for l, o in zip(picked, outputs)]
+    title = f"Feature maps progression: {CLASS_NAMES[label]}"
+    return figures.filters(kernels, first.name), figures.feature_maps(image, maps, title)
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
+    parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
+    parser.add_argument("--per-class", type=Path, default=Path("metrics/per_class.csv"))
+    parser.add_argument("--predictions", type=Path, default=Path("metrics/predictions.csv"))
+    parser.add_argument("--figures", type=Path, default=Path("metrics/figures"))
+    args = parser.parse_args(argv)
+    p = load_params(args.params).evaluate
+    model = models.load_model(args.model)
+    splits = {name: load_split(args.data / f"{name}.npz") for name in SPLIT_NAMES}
+    test_images, test_labels = splits["test"]
+    if p.feature_map_image >= len(test_labels):
+        raise ParamsError(
+            f"evaluate.feature_map_image {p.feature_map_image} is past the test set's "
+            f"{len(test_labels)} images"
+        )
+
+    scores, test_probs = {}, None
+    for name, (images, labels) in splits.items():
+        probs = predict(model, images, p.batch_size)
+        scores[name] = loss_and_accuracy(labels, probs)
+        if name == "test":
+            test_probs = probs
+    predicted = test_probs.argmax(axis=1)
+    scores["test"] |= classification_metrics(test_labels, predicted)
+
+    report = per_class_report(test_labels, predicted)
+    cm = confusion_matrix(test_labels, predicted, labels=range(NUM_CLASSES))
+    names = np.array(CLASS_NAMES)
+    predictions = pd.DataFrame({"actual": names[test_labels], "predicted": names[predicted]})
+    filters_png, maps_png = filter_and_feature_figures(
+        model, test_images[p.feature_map_image], int(test_labels[p.feature_map_image])
+    )
+    confidence = test_probs.max(axis=1)
+    out = args.figures
+    atomic.write_bytes(out / "confusion_matrix.png", figures.confusion_matrix(cm))
+    atomic.write_bytes(out / "training_curves.png", figures.training_curves(history.read_history(args.live_dir)))
+    atomic.write_bytes(
+        out / "misclassified.png",
+        figures.misclassified(test_images, test_labels, predicted, confidence, p.misclassified),
+    )
+    atomic.write_bytes(out / "filters.png", filters_png)
+    atomic.write_bytes(out / "feature_maps.png", maps_png)
+    atomic.write_text(args.per_class, report.to_csv(index=False))
+    atomic.write_text(args.predictions, predictions.to_csv(index=False))
+    atomic.write_json(args.metrics, scores)
+    t = scores["test"]
+    print(f"evaluate: test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, macro F1 {t['f1_macro']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

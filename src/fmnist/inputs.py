@@ -1,0 +1,72 @@
+"""The input pipeline: uint8 arrays in, scaled (and, for training, augmented) batches out.
+
+`preprocess` is the one definition of the model's input scaling, shared by training,
+evaluation, packaging and `predict`, so that they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from fmnist.dataset import IMAGE_SHAPE
+from fmnist.params import AugmentParams
+
+
+def preprocess(images: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """uint8 pixels (B, 28, 28) or (B, 28, 28, 1) -> float32 in [0, 1], (B, 28, 28, 1)."""
+    images = tf.convert_to_tensor(images)
+    images = tf.reshape(images, (-1, *IMAGE_SHAPE))
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def augmenter(p: AugmentParams, seed: int) -> keras.Sequential | None:
+    """The random transforms `p` turns on, as one Keras model; None when none are on."""
+    transforms = []
+    if p.rotation_deg:
+        transforms.append(
+            layers.RandomRotation(p.rotation_deg / 360.0, fill_mode=p.fill_mode, seed=seed)
+        )
+    if p.shift:
+        transforms.append(
+            layers.RandomTranslation(p.shift, p.shift, fill_mode=p.fill_mode, seed=seed + 1)
+        )
+    if p.shear:
+        transforms.append(
+            layers.RandomShear(x_factor=p.shear, y_factor=p.shear, fill_mode=p.fill_mode, seed=seed + 2)
+        )
+    if p.zoom:
+        transforms.append(layers.RandomZoom(p.zoom, fill_mode=p.fill_mode, seed=seed + 3))
+    if p.horizontal_flip:
+        transforms.append(layers.RandomFlip("horizontal", seed=seed + 4))
+    if not transforms:
+        return None
+    return keras.Sequential([keras.Input(shape=IMAGE_SHAPE), *transforms], name="augment")
+
+
+def dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    augment: keras.Sequential | None = None,
+) -> tf.data.Dataset:
+    """Batches of (scaled images (B, 28, 28, 1), labels (B,)); shuffled when a seed is given."""
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle_seed is not None:
+        # A full-size buffer: a true shuffle of 54k small images costs ~42 MB.
+        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    # Scaling whole batches is far cheaper than one image at a time.
+    ds = ds.batch(batch_size).map(
+        lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    if augment is not None:
+        ds = ds.map(
+            lambda x, y: (augment(x, training=True), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,131 @@
+"""The architectures, selected by `model.arch`, exactly as the seed documents define them.
+
+Every model takes float32 images scaled to [0, 1], shape (B, 28, 28, 1), and returns class
+probabilities (B, 10). The last layer always computes in float32 so that mixed precision never
+changes what the model outputs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from fmnist import atomic
+from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES
+from fmnist.errors import PipelineError
+from fmnist.params import ModelParams
+
+
+def _classifier(name: str = "output") -> layers.Layer:
+    return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name=name)
+
+
+def gap_cnn(p: ModelParams) -> keras.Model:
+    """The seed notebook's CNN: Conv 32-64-128, MaxPool after the first two, GAP (93,962 params)."""
+    f1, f2, f3 = p.filters
+    conv = dict(kernel_size=p.kernel_size, strides=1, padding=p.padding, activation="relu")
+    return keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE),
+            layers.Conv2D(f1, name="conv1", **conv),  # (B, 28, 28, 32)
+            layers.MaxPooling2D(2, name="pool1"),  # (B, 14, 14, 32)
+            layers.Conv2D(f2, name="conv2", **conv),  # (B, 14, 14, 64)
+            layers.MaxPooling2D(2, name="pool2"),  # (B, 7, 7, 64)
+            layers.Conv2D(f3, name="conv3", **conv),  # (B, 7, 7, 128)
+            # GAP instead of Flatten: 128 features instead of 6,272, a structural regulariser.
+            layers.GlobalAveragePooling2D(name="global_avg_pool"),  # (B, 128)
+            layers.Dropout(p.dropout, name="dropout"),
+            _classifier(),
+        ],
+        name="gap_cnn",
+    )
+
+
+def bn_cnn(p: ModelParams) -> keras.Model:
+    """The write-up's CNN: 3 × (Conv → BatchNorm → MaxPool → Dropout), Dense 128 → BN → Dropout."""
+    blocks = []
+    for i, filters in enumerate(p.filters, start=1):
+        blocks += [
+            layers.Conv2D(filters, p.kernel_size, padding=p.padding, activation="relu", name=f"conv{i}"),
+            layers.BatchNormalization(name=f"bn{i}"),
+            layers.MaxPooling2D(2, name=f"pool{i}"),  # 28 -> 14 -> 7 -> 3 with 'same'
+            layers.Dropout(p.conv_dropout, name=f"dropout{i}"),
+        ]
+    return keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE),
+            *blocks,
+            layers.Flatten(name="flatten"),  # (B, 3 * 3 * 128) with 'same'
+            layers.Dense(p.dense_units, activation="relu", name="dense"),
+            layers.BatchNormalization(name="bn_dense"),
+            layers.Dropout(p.dropout, name="dropout"),
+            _classifier(),
+        ],
+        name="bn_cnn",
+    )
+
+
+def dense(p: ModelParams) -> keras.Model:
+    """The notebook's dense baseline: Flatten → Dense 128 → Dense 10 (101,770 params)."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE),
+            layers.Flatten(name="flatten"),  # (B, 784)
+            layers.Dense(p.dense_units, activation="relu", name="dense"),
+            layers.Dropout(p.dropout, name="dropout"),
+            _classifier(),
+        ],
+        name="dense",
+    )
+
+
+ARCHITECTURES: dict[str, Callable[[ModelParams], keras.Model]] = {
+    "gap_cnn": gap_cnn,
+    "bn_cnn": bn_cnn,
+    "dense": dense,
+}
+
+
+def build(p: ModelParams) -> keras.Model:
+    """The model named by `p.arch`, under the current Keras dtype policy."""
+    return ARCHITECTURES[p.arch](p)
+
+
+# `model.save` stamps the wall-clock time into the archive; a fixed stamp makes the same
+# weights give the same bytes, and so the same DVC hash.
+_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save `model` as a `.keras` archive atomically, with bytes that depend only on the model."""
+    with atomic.atomic_path(path) as tmp:
+        raw = tmp.with_name("raw.keras")
+        model.save(raw)
+        out = io.BytesIO()
+        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in sorted(src.infolist(), key=lambda i: i.filename):
+                data = src.read(info)
+                if info.filename == "metadata.json":
+                    meta = json.loads(data)
+                    meta.pop("date_saved", None)
+                    data = json.dumps(meta, sort_keys=True).encode()
+                dst.writestr(zipfile.ZipInfo(info.filename, date_time=_FIXED_ZIP_TIME), data)
+        raw.unlink()
+        tmp.write_bytes(out.getvalue())
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a `.keras` model in Keras' safe mode (no arbitrary code from the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: no model there; run `dvc repro train`")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise PipelineError(f"{path}: not a loadable Keras model ({exc})") from None
