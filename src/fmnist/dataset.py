@@ -154,7 +154,9 @@ def check_split(images: np.ndarray, labels: np.ndarray, where: str) -> None:
         )
 
 
-def parse_idx_split(images_data: bytes, labels_data: bytes, split: str) -> tuple[np.ndarray, np.ndarray]:
+def parse_idx_split(
+    images_data: bytes, labels_data: bytes, split: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode a split's two IDX files (already decompressed) and check them together."""
     images_name, labels_name = IDX_FILES[split]
     images = parse_idx(images_data, images_name, ndim=3)

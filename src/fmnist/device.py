@@ -60,7 +60,9 @@ def setup(p: TrainParams) -> dict:
     precision = resolve_precision(p.precision, bool(gpus), cpu_flags())
     keras.mixed_precision.set_global_policy(precision)
     if gpus:
-        details = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+        details = [
+            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
+        ]
         device = f"GPU x{len(gpus)} ({', '.join(details)})"
     else:
         device = f"CPU ({cpu_model()}, {os.cpu_count()} cores)"

@@ -9,7 +9,7 @@ import sys
 
 
 class PipelineError(Exception):
-    """A problem with the user's input, params or environment, with a message saying how to fix it."""
+    """A problem with the user's input, params or environment; the message says how to fix it."""
 
 
 class ParamsError(PipelineError):
@@ -26,6 +26,7 @@ class ImageError(PipelineError):
 
 def report_errors(main):
     """Wrap a stage's `main()`: a `PipelineError` becomes one `error:` line and exit code 1."""
+
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:

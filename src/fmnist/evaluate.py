@@ -49,7 +49,11 @@ def classification_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[st
         p, r, f, _ = precision_recall_fscore_support(
             labels, predicted, labels=range(NUM_CLASSES), average=average, zero_division=0
         )
-        out |= {f"precision_{average}": float(p), f"recall_{average}": float(r), f"f1_{average}": float(f)}
+        out |= {
+            f"precision_{average}": float(p),
+            f"recall_{average}": float(r),
+            f"f1_{average}": float(f),
+        }
     return out
 
 
@@ -65,12 +69,16 @@ def per_class_report(labels: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
 
 def activation_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The convolution and pooling layers up to the last convolution (the notebook's maps)."""
-    picked = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.MaxPooling2D))]
-    last_conv = max((i for i, l in enumerate(picked) if isinstance(l, keras.layers.Conv2D)), default=-1)
+    kinds = (keras.layers.Conv2D, keras.layers.MaxPooling2D)
+    picked = [layer for layer in model.layers if isinstance(layer, kinds)]
+    convs = [i for i, layer in enumerate(picked) if isinstance(layer, keras.layers.Conv2D)]
+    last_conv = max(convs, default=-1)
     return picked[: last_conv + 1]
 
 
-def filter_and_feature_figures(model: keras.Model, image: np.ndarray, label: int) -> tuple[bytes, bytes]:
+def filter_and_feature_figures(
+    model: keras.Model, image: np.ndarray, label: int
+) -> tuple[bytes, bytes]:
     """PNGs of the first convolution's kernels and of the feature maps of `image`."""
     picked = activation_layers(model)
     if not picked:
@@ -78,9 +86,9 @@ def filter_and_feature_figures(model: keras.Model, image: np.ndarray, label: int
         return note, note
     first = picked[0]
     kernels = np.asarray(first.get_weights()[0])
-    probe = keras.Model(inputs=model.inputs, outputs=[l.output for l in picked])
+    probe = keras.Model(inputs=model.inputs, outputs=[layer.output for layer in picked])
     outputs = probe(inputs.preprocess(image[None]), training=False)
-    maps = [(l.name, np.asarray(o[0], dtype=np.float32)) for l, o in zip(picked, outputs)]
+    maps = [(layer.name, np.asarray(out[0], np.float32)) for layer, out in zip(picked, outputs)]
     title = f"Feature maps progression: {CLASS_NAMES[label]}"
     return figures.filters(kernels, first.name), figures.feature_maps(image, maps, title)
 
@@ -126,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     confidence = test_probs.max(axis=1)
     out = args.figures
     atomic.write_bytes(out / "confusion_matrix.png", figures.confusion_matrix(cm))
-    atomic.write_bytes(out / "training_curves.png", figures.training_curves(history.read_history(args.live_dir)))
+    atomic.write_bytes(
+        out / "training_curves.png", figures.training_curves(history.read_history(args.live_dir))
+    )
     atomic.write_bytes(
         out / "misclassified.png",
         figures.misclassified(test_images, test_labels, predicted, confidence, p.misclassified),
@@ -137,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic.write_text(args.predictions, predictions.to_csv(index=False))
     atomic.write_json(args.metrics, scores)
     t = scores["test"]
-    print(f"evaluate: test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, macro F1 {t['f1_macro']:.4f}")
+    print(
+        f"evaluate: test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, F1 {t['f1_macro']:.4f}"
+    )
     return 0
 
 

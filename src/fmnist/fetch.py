@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     write_raw(files, args.out)
     counts = {split: len(labels) for split, labels in check(files).items()}
     checked = "checksums verified" if params.fetch.verify_checksums else "checksums NOT verified"
-    print(f"fetch: {counts['train']} train + {counts['test']} test examples from {source} ({checked})")
+    print(
+        f"fetch: {counts['train']} train + {counts['test']} test examples from {source} ({checked})"
+    )
     return 0
 
 

@@ -142,4 +142,3 @@ def feature_maps(image: np.ndarray, maps: Sequence[tuple[str, np.ndarray]], titl
     fig.suptitle(title)
     fig.tight_layout()
     return _png(fig)
-

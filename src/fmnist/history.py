@@ -38,7 +38,9 @@ class EpochLogger(keras.callbacks.Callback):
         for key, name in LOGGED.items():
             if key in logs:
                 self.live.log_metric(name, float(logs[key]))
-        self.live.log_metric(LEARNING_RATE, float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+        self.live.log_metric(
+            LEARNING_RATE, float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        )
         self.live.next_step()
 
 

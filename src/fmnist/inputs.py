@@ -35,7 +35,9 @@ def augmenter(p: AugmentParams, seed: int) -> keras.Sequential | None:
         )
     if p.shear:
         transforms.append(
-            layers.RandomShear(x_factor=p.shear, y_factor=p.shear, fill_mode=p.fill_mode, seed=seed + 2)
+            layers.RandomShear(
+                x_factor=p.shear, y_factor=p.shear, fill_mode=p.fill_mode, seed=seed + 2
+            )
         )
     if p.zoom:
         transforms.append(layers.RandomZoom(p.zoom, fill_mode=p.fill_mode, seed=seed + 3))

@@ -33,4 +33,6 @@ def read_json(path: str | Path, produced_by: str) -> dict:
     except FileNotFoundError:
         raise PipelineError(f"{path}: missing; run `dvc repro {produced_by}`") from None
     except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc}); run `dvc repro {produced_by}`") from None
+        raise PipelineError(
+            f"{path}: not valid JSON ({exc}); run `dvc repro {produced_by}`"
+        ) from None

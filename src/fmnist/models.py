@@ -52,7 +52,9 @@ def bn_cnn(p: ModelParams) -> keras.Model:
     blocks = []
     for i, filters in enumerate(p.filters, start=1):
         blocks += [
-            layers.Conv2D(filters, p.kernel_size, padding=p.padding, activation="relu", name=f"conv{i}"),
+            layers.Conv2D(
+                filters, p.kernel_size, padding=p.padding, activation="relu", name=f"conv{i}"
+            ),
             layers.BatchNormalization(name=f"bn{i}"),
             layers.MaxPooling2D(2, name=f"pool{i}"),  # 28 -> 14 -> 7 -> 3 with 'same'
             layers.Dropout(p.conv_dropout, name=f"dropout{i}"),

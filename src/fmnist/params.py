@@ -38,7 +38,9 @@ Monitor = Literal["val_loss", "val_accuracy"]
 Padding = Literal["same", "valid"]
 
 
-def _field(default: Any, *, lo: float | None = None, hi: float | None = None, open_lo: bool = False):
+def _field(
+    default: Any, *, lo: float | None = None, hi: float | None = None, open_lo: bool = False
+):
     """A dataclass field with an allowed range [lo, hi] (or (lo, hi] when `open_lo`)."""
     return field(default=default, metadata={"lo": lo, "hi": hi, "open_lo": open_lo})
 
@@ -140,7 +142,9 @@ class AugmentParams:
     @property
     def enabled(self) -> bool:
         """True when any transform is on."""
-        return bool(self.rotation_deg or self.shift or self.shear or self.zoom or self.horizontal_flip)
+        return bool(
+            self.rotation_deg or self.shift or self.shear or self.zoom or self.horizontal_flip
+        )
 
 
 @dataclass(frozen=True)
@@ -270,7 +274,9 @@ def _convert(hint: Any, value: Any, key: str, meta: Any, errors: list[str]) -> A
     if origin is Literal:
         choices = get_args(hint)
         if value not in choices:
-            errors.append(f"'{key}': {_describe(value)} is not one of {', '.join(map(str, choices))}")
+            errors.append(
+                f"'{key}': {_describe(value)} is not one of {', '.join(map(str, choices))}"
+            )
         return value
     if origin is tuple:
         (item_hint, _) = get_args(hint)

@@ -28,7 +28,6 @@ from fmnist.errors import DataError, report_errors
 from fmnist.params import PrepareParams, load_params
 
 
-
 def class_counts(labels: np.ndarray) -> np.ndarray:
     """Examples per class, (NUM_CLASSES,)."""
     return np.bincount(labels, minlength=NUM_CLASSES)
@@ -56,7 +55,9 @@ def find_duplicates(train_images: np.ndarray, test_images: np.ndarray) -> np.nda
     return np.flatnonzero(np.isin(test_rows, train_rows))
 
 
-def split_train_val(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[Split, Split]:
+def split_train_val(
+    images: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[Split, Split]:
     """Stratified, seeded hold-out split (the seed notebook's `train_test_split` call)."""
     try:
         x_train, x_val, y_train, y_val = train_test_split(
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             manifest["prepared"][f"{name}.npz"] = sha256(blob)
         atomic.write_json(tmp / "manifest.json", manifest)
     atomic.write_json(args.stats, statistics(splits))
-    atomic.write_bytes(args.samples, figures.sample_grid(*splits["train"], params.samples_per_class))
+    atomic.write_bytes(
+        args.samples, figures.sample_grid(*splits["train"], params.samples_per_class)
+    )
     sizes = ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items())
     print(f"prepare: {sizes} examples written to {args.out}")
     return 0

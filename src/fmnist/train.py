@@ -14,9 +14,9 @@ from pathlib import Path
 import keras
 
 from fmnist import atomic, device, history, inputs, models
+from fmnist.dataset import Split, load_split
 from fmnist.errors import report_errors
 from fmnist.params import Params, TrainParams, load_params
-from fmnist.dataset import Split, load_split
 
 
 def compile_model(model: keras.Model, p: TrainParams) -> None:
@@ -44,7 +44,11 @@ def schedule_callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
     if lr.patience:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
-                monitor=lr.monitor, factor=lr.factor, patience=lr.patience, min_lr=lr.min_lr, verbose=1
+                monitor=lr.monitor,
+                factor=lr.factor,
+                patience=lr.patience,
+                min_lr=lr.min_lr,
+                verbose=1,
             )
         )
     return callbacks

@@ -1,0 +1,32 @@
+# Everyday commands. `make help` lists them.
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DATASET_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: help dataset install repro test lint format
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+dataset: ## install Fashion-MNIST from the Debian/Ubuntu package dataset-fashion-mnist
+	@if [ ! -d $(DATASET_DIR) ] && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; fi
+
+install: ## install the project and its dev tools (editable)
+	$(PYTHON) -m pip install -q -e '.[dev]'
+
+repro: dataset install ## the main job: install, then run the whole pipeline on the default params
+	dvc repro
+
+test: install ## lint, then the whole test suite (offline)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m pytest
+
+lint: ## lint only
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: ## format and fix what ruff can
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .

@@ -1,0 +1,147 @@
+"""Shared test helpers: tiny synthetic Fashion-MNIST in the real file formats, and a tiny repo.
+
+The synthetic images are learnable (each class has its own stripes), so a couple of epochs on
+a few hundred of them give a model that is clearly better than chance.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from fmnist.dataset import CSV_FILES, IDX_FILES, IMAGE_SIZE, NUM_CLASSES, encode_csv, encode_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_split(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class` noisy images of each class; a class is a stripe direction and period.
+
+    Stripes rather than positions, so that a translation-invariant model (global average
+    pooling) can tell the classes apart as easily as a dense one.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(NUM_CLASSES, dtype=np.uint8), per_class)
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(len(labels), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    grid = np.arange(IMAGE_SIZE)
+    for i, c in enumerate(labels):
+        period = 2 + int(c) % 5
+        on = (grid + i) % period == 0  # a random phase per image
+        if c < 5:
+            images[i, on, :] = 220
+        else:
+            images[i, :, on] = 220
+    return images, labels
+
+
+def synthetic_dataset(train_per_class: int = 30, test_per_class: int = 10, seed: int = 0) -> dict:
+    """{"train": (images, labels), "test": (images, labels)} with no train/test duplicates."""
+    return {
+        "train": synthetic_split(train_per_class, seed),
+        "test": synthetic_split(test_per_class, seed + 1),
+    }
+
+
+def write_idx_dir(directory: Path, data: dict, gz: bool = True) -> Path:
+    """Write `data` as the four IDX files (gzipped by default) into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, (images_name, labels_name) in IDX_FILES.items():
+        images, labels = data[split]
+        for name, array in ((images_name, images), (labels_name, labels)):
+            blob = encode_idx(array)
+            if gz:
+                (directory / f"{name}.gz").write_bytes(gzip.compress(blob, mtime=0))
+            else:
+                (directory / name).write_bytes(blob)
+    return directory
+
+
+def write_csv_dir(directory: Path, data: dict) -> Path:
+    """Write `data` as the Kaggle CSV pair into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, name in CSV_FILES.items():
+        (directory / name).write_bytes(encode_csv(*data[split]))
+    return directory
+
+
+TINY_PARAMS = {
+    "train.epochs": 2,
+    "train.batch_size": 16,
+    "train.learning_rate": 0.01,
+    "train.early_stopping.patience": 0,
+    "train.reduce_lr.patience": 0,
+    "evaluate.batch_size": 50,
+    "evaluate.misclassified": 5,
+    "prepare.samples_per_class": 2,
+}
+
+
+def set_params(params_file: Path, overrides: dict) -> None:
+    """Set dotted keys in a params file (like `dvc exp run -S`)."""
+    data = yaml.safe_load(params_file.read_text())
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command, capturing text output; on an unexpected failure show what it printed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **kwargs.pop("env", {})}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+def dvc(*args: str, cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `dvc` CLI in `cwd`."""
+    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check, **kwargs)
+
+
+def git(*args: str, cwd: Path) -> str:
+    """Run git in `cwd` and return its stdout."""
+    return run(["git", *args], cwd=cwd).stdout
+
+
+def make_tiny_repo(path: Path, source: Path, overrides: dict | None = None) -> Path:
+    """A git+DVC repo at `path` with this project's pipeline, reading tiny data from `source`."""
+    path.mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, path / name)
+    shutil.copytree(
+        ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    set_params(
+        path / "params.yaml",
+        {
+            "fetch.source_dir": str(source),
+            "fetch.system_dir": "",
+            "fetch.base_url": "",
+            "fetch.verify_checksums": False,
+            **TINY_PARAMS,
+            **(overrides or {}),
+        },
+    )
+    git("init", "-q", cwd=path)
+    git("config", "user.email", "test@example.com", cwd=path)
+    git("config", "user.name", "test", cwd=path)
+    dvc("init", "-q", cwd=path)
+    dvc("config", "core.autostage", "true", cwd=path)
+    git("add", "-A", cwd=path)
+    git("commit", "-qm", "tiny pipeline", cwd=path)
+    return path

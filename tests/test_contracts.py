@@ -1,0 +1,99 @@
+"""Contracts between dvc.yaml, params.yaml and the code, so the DAG stays a true map."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+
+import pytest
+import yaml
+
+from fmnist.cli import COMMANDS
+from helpers import ROOT
+
+DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+SRC = ROOT / "src" / "fmnist"
+
+
+def fmnist_imports(module: str) -> set[str]:
+    """The fmnist modules `module` imports, directly or through others (not __init__)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((SRC / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "fmnist":
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fmnist."):
+                todo.append(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("fmnist.")]
+    return seen
+
+
+def stage_module(stage: dict) -> str:
+    match = re.search(r"python3 -m fmnist\.(\w+)", stage["cmd"])
+    assert match, f"stage command does not run a fmnist module: {stage['cmd']}"
+    return match.group(1)
+
+
+def leaves(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        out += leaves(value, f"{dotted}.") if isinstance(value, dict) else [dotted]
+    return out
+
+
+def tracked_keys(stage: dict) -> list[str]:
+    return [p for p in stage.get("params", []) if isinstance(p, str)]
+
+
+def resolve(dotted: str):
+    node = PARAMS
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_deps_list_exactly_the_modules_it_imports(name):
+    stage = STAGES[name]
+    code_deps = {d for d in stage["deps"] if d.startswith("src/")}
+    expected = {f"src/fmnist/{m}.py" for m in fmnist_imports(stage_module(stage))}
+    assert code_deps == expected
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_params_exist(name):
+    for key in tracked_keys(STAGES[name]):
+        resolve(key)  # KeyError names a key the stage lists but params.yaml lacks
+
+
+def test_every_param_moves_some_stage():
+    keyed = [k for stage in STAGES.values() for k in tracked_keys(stage)]
+    for leaf in leaves(PARAMS):
+        assert any(leaf == k or leaf.startswith(f"{k}.") for k in keyed), f"{leaf} moves no stage"
+
+
+def test_outputs_of_one_stage_are_not_written_by_another():
+    owners: dict[str, str] = {}
+    for name, stage in STAGES.items():
+        for section in ("outs", "metrics", "plots"):
+            for entry in stage.get(section, []):
+                path = entry if isinstance(entry, str) else next(iter(entry))
+                assert path not in owners, f"{path} is written by {owners[path]} and {name}"
+                owners[path] = name
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_cli_command_has_a_main(name):
+    module = importlib.import_module(COMMANDS[name][0])
+    assert callable(module.main)

@@ -1,0 +1,75 @@
+"""Evaluation metrics on arrays whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmnist import evaluate, figures
+from fmnist.dataset import NUM_CLASSES
+
+
+def one_hot_probs(predicted: np.ndarray, confidence: float = 0.91) -> np.ndarray:
+    probs = np.full((len(predicted), NUM_CLASSES), (1 - confidence) / (NUM_CLASSES - 1))
+    probs[np.arange(len(predicted)), predicted] = confidence
+    return probs
+
+
+def test_loss_and_accuracy():
+    labels = np.array([0, 1, 2, 3])
+    probs = one_hot_probs(np.array([0, 1, 2, 4]))
+    scores = evaluate.loss_and_accuracy(labels, probs)
+    assert scores["accuracy"] == 0.75
+    expected = -(3 * np.log(0.91) + np.log(0.01)) / 4
+    assert scores["loss"] == pytest.approx(expected)
+
+
+def test_confident_mistakes_cost_a_finite_loss():
+    probs = np.zeros((1, NUM_CLASSES))
+    probs[0, 1] = 1.0
+    assert np.isfinite(evaluate.loss_and_accuracy(np.array([0]), probs)["loss"])
+
+
+def test_macro_and_weighted_metrics():
+    labels = np.array([0, 0, 0, 1])
+    predicted = np.array([0, 0, 1, 1])
+    m = evaluate.classification_metrics(labels, predicted)
+    # Class 0: P=1, R=2/3; class 1: P=1/2, R=1; the other eight classes score 0.
+    assert m["precision_macro"] == pytest.approx((1 + 0.5) / NUM_CLASSES)
+    assert m["recall_weighted"] == pytest.approx(0.75 * (2 / 3) + 0.25 * 1)
+
+
+def test_per_class_report_lists_every_class():
+    labels = np.arange(NUM_CLASSES).repeat(2)
+    report = evaluate.per_class_report(labels, labels)
+    assert list(report.columns) == ["class", "precision", "recall", "f1", "support"]
+    assert (
+        len(report) == NUM_CLASSES
+        and (report["f1"] == 1.0).all()
+        and (report["support"] == 2).all()
+    )
+
+
+def test_figures_are_pngs():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (12, 28, 28), dtype=np.uint8)
+    labels = np.arange(12) % NUM_CLASSES
+    predicted = (labels + (np.arange(12) % 2)) % NUM_CLASSES
+    log = pd.DataFrame(
+        {
+            "step": [0, 1],
+            "train/loss": [1.0, 0.5],
+            "val/loss": [1.1, 0.7],
+            "train/accuracy": [0.6, 0.8],
+            "val/accuracy": [0.5, 0.7],
+        }
+    )
+    pngs = [
+        figures.confusion_matrix(np.eye(NUM_CLASSES, dtype=int)),
+        figures.training_curves(log),
+        figures.misclassified(images, labels, predicted, rng.random(12), 5),
+        figures.filters(rng.random((3, 3, 1, 32)), "conv1"),
+        figures.sample_grid(images, labels, 2),
+    ]
+    assert all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
