@@ -2,16 +2,22 @@
 
 `preprocess` is the one definition of the model's input scaling, shared by training,
 evaluation, packaging and `predict`, so that they cannot drift apart.
+
+Training batches depend only on (seed, epoch, batch index): the epoch's order and every random
+transform come from stateless random ops keyed by those numbers, and the epoch number reaches
+the pipeline through `EpochCounter`. So a run resumed at epoch k sees exactly the batches an
+uninterrupted run would, and parallel batch preparation cannot change the result.
 """
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
 
-from fmnist.dataset import IMAGE_SHAPE
+from fmnist.dataset import IMAGE_SHAPE, IMAGE_SIZE
 from fmnist.params import AugmentParams
 
 
@@ -22,53 +28,120 @@ def preprocess(images: tf.Tensor | np.ndarray) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
-def augmenter(p: AugmentParams, seed: int) -> keras.Sequential | None:
-    """The random transforms `p` turns on, as one Keras model; None when none are on."""
-    transforms = []
-    if p.rotation_deg:
-        transforms.append(
-            layers.RandomRotation(p.rotation_deg / 360.0, fill_mode=p.fill_mode, seed=seed)
-        )
-    if p.shift:
-        transforms.append(
-            layers.RandomTranslation(p.shift, p.shift, fill_mode=p.fill_mode, seed=seed + 1)
-        )
-    if p.shear:
-        transforms.append(
-            layers.RandomShear(
-                x_factor=p.shear, y_factor=p.shear, fill_mode=p.fill_mode, seed=seed + 2
-            )
-        )
-    if p.zoom:
-        transforms.append(layers.RandomZoom(p.zoom, fill_mode=p.fill_mode, seed=seed + 3))
-    if p.horizontal_flip:
-        transforms.append(layers.RandomFlip("horizontal", seed=seed + 4))
-    if not transforms:
-        return None
-    return keras.Sequential([keras.Input(shape=IMAGE_SHAPE), *transforms], name="augment")
+class EpochCounter(keras.callbacks.Callback):
+    """Publishes the current epoch to the training pipeline (also after a resume)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="input_epoch")
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch.assign(epoch)
 
 
-def dataset(
+def _uniform(seed: tf.Tensor, salt: int, batch: tf.Tensor, bound: float) -> tf.Tensor:
+    """(B,) floats in [-bound, bound], a pure function of (seed, salt)."""
+    return tf.random.stateless_uniform([batch], seed=seed + [0, salt], minval=-bound, maxval=bound)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, p: AugmentParams) -> tf.Tensor:
+    """Random flip, rotation, shear, zoom and shift as one affine warp, then random erasing.
+
+    images: (B, 28, 28, 1) float32; seed: (2,) int64. Same seed, same output.
+    """
+    batch = tf.shape(images)[0]
+    ones, zeros = tf.ones([batch]), tf.zeros([batch])
+    angle = _uniform(seed, 1, batch, math.radians(p.rotation_deg))
+    shear = _uniform(seed, 2, batch, p.shear)
+    zoom = 1.0 + _uniform(seed, 3, batch, p.zoom)
+    shift = p.shift * IMAGE_SIZE
+    dx, dy = _uniform(seed, 4, batch, shift), _uniform(seed, 5, batch, shift)
+    flip = tf.where(_uniform(seed, 6, batch, 1.0) < 0, -ones, ones) if p.horizontal_flip else ones
+    # The transform maps each output pixel back to the input pixel it samples:
+    # input = M (output - centre) + centre - shift, with M = rotate · shear · (1/zoom) · flip.
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    m00 = (cos - sin * shear) * flip / zoom
+    m01 = sin / zoom
+    m10 = (sin + cos * shear) * flip / zoom
+    m11 = cos / zoom
+    centre = (IMAGE_SIZE - 1) / 2.0
+    a2 = centre - m00 * centre - m01 * centre - dx
+    b2 = centre - m10 * centre - m11 * centre - dy
+    transforms = tf.stack([m00, m01, a2, m10, m11, b2, zeros, zeros], axis=1)
+    images = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=[IMAGE_SIZE, IMAGE_SIZE],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode=p.fill_mode.upper(),
+    )
+    if p.erase_prob:
+        images = _erase(images, seed, p.erase_prob, p.erase_size)
+    return images
+
+
+def _erase(images: tf.Tensor, seed: tf.Tensor, prob: float, size: int) -> tf.Tensor:
+    """Zero one random rectangle (sides 1..`size`) in each image with probability `prob`."""
+    batch = tf.shape(images)[0]
+
+    def ints(salt: int, high: tf.Tensor | int) -> tf.Tensor:
+        draw = tf.random.stateless_uniform([batch], seed=seed + [0, salt])
+        return tf.cast(draw * tf.cast(high, tf.float32), tf.int32)
+
+    height, width = 1 + ints(7, size), 1 + ints(8, size)
+    top, left = ints(9, IMAGE_SIZE - height + 1), ints(10, IMAGE_SIZE - width + 1)
+    chosen = tf.random.stateless_uniform([batch], seed=seed + [0, 11]) < prob
+    grid = tf.range(IMAGE_SIZE)[None, :]  # (1, 28)
+    rows = (grid >= top[:, None]) & (grid < (top + height)[:, None])  # (B, 28)
+    cols = (grid >= left[:, None]) & (grid < (left + width)[:, None])  # (B, 28)
+    hole = rows[:, :, None] & cols[:, None, :] & chosen[:, None, None]  # (B, 28, 28)
+    return tf.where(hole[..., None], 0.0, images)
+
+
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    """Batches in one epoch (the last one may be short)."""
+    return -(-examples // batch_size)
+
+
+def training_dataset(
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
-    *,
-    shuffle_seed: int | None = None,
-    augment: keras.Sequential | None = None,
+    seed: int,
+    epoch: tf.Variable,
+    augment: AugmentParams | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (scaled images (B, 28, 28, 1), labels (B,)); shuffled when a seed is given."""
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        # A full-size buffer: a true shuffle of 54k small images costs ~42 MB.
-        ds = ds.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    # Scaling whole batches is far cheaper than one image at a time.
-    ds = ds.batch(batch_size).map(
-        lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    if augment is not None:
-        ds = ds.map(
-            lambda x, y: (augment(x, training=True), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+    """One epoch of shuffled (and augmented) batches; `epoch` picks which epoch it is."""
+    x, y = tf.constant(images), tf.constant(labels)
+    n = len(labels)
+    base = tf.constant([seed, 0], tf.int64)
+
+    def epoch_order(_):
+        e = epoch.read_value()
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=base + [0, e]))
+        return (
+            tf.data.Dataset.from_tensor_slices(order)
+            .batch(batch_size)
+            .enumerate()
+            .map(lambda i, idx: (e, i, idx))
         )
+
+    def make_batch(e, i, idx):
+        batch = preprocess(tf.gather(x, idx))
+        if augment is not None:
+            # Seeds differ per batch and per epoch, never repeat across (e, i).
+            batch = augment_batch(batch, tf.stack([base[0] + 1, e * 1_000_003 + i]), augment)
+        return batch, tf.gather(y, idx)
+
+    ds = tf.data.Dataset.range(1).flat_map(epoch_order)
+    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Batches of (scaled images (B, 28, 28, 1), labels (B,)) in order, for evaluation."""
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    # Scaling whole batches is far cheaper than one image at a time.
+    ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

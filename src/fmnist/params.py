@@ -31,8 +31,9 @@ OFFICIAL_BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/
 # Where the Debian/Ubuntu package `dataset-fashion-mnist` installs the four IDX files.
 DEBIAN_DATASET_DIR = "/usr/share/datasets/fashion-mnist"
 
-Architecture = Literal["gap_cnn", "bn_cnn", "dense"]
+Architecture = Literal["gap_cnn", "bn_cnn", "dense", "bn_gap_cnn"]
 Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+Schedule = Literal["plateau", "cosine"]
 FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 Monitor = Literal["val_loss", "val_accuracy"]
 Padding = Literal["same", "valid"]
@@ -81,13 +82,16 @@ class PrepareParams:
 class ModelParams:
     """The architecture, as the seeds define them (see `fmnist.models`)."""
 
-    # gap_cnn: the seed notebook's CNN; bn_cnn: the write-up's CNN; dense: the baseline.
+    # gap_cnn: the seed notebook's CNN; bn_cnn: the write-up's CNN; dense: the baseline;
+    # bn_gap_cnn: the notebook's design with BatchNorm and several convolutions per stage.
     arch: Architecture = "gap_cnn"
-    # Filters of the three convolution blocks (gap_cnn, bn_cnn).
+    # Filters of the three convolution stages (all but dense).
     filters: tuple[int, ...] = (32, 64, 128)
     kernel_size: int = _field(3, lo=1, hi=7)
     # Convolution padding (the notebook: same, which keeps 28x28 until the first pooling).
     padding: Padding = "same"
+    # Convolutions per stage (bn_gap_cnn).
+    convs_per_stage: int = _field(2, lo=1, hi=4)
     # Dropout after each convolution block (bn_cnn).
     conv_dropout: float = _field(0.25, lo=0, hi=0.9)
     # Dropout before the classifier (all architectures).
@@ -138,13 +142,16 @@ class AugmentParams:
     horizontal_flip: bool = False
     # How pixels outside the image are filled (write-up: nearest).
     fill_mode: FillMode = "nearest"
+    # Probability of blanking one random rectangle per image (random erasing).
+    erase_prob: float = _field(0.0, lo=0, hi=1)
+    # Largest side, in pixels, of the erased rectangle.
+    erase_size: int = _field(10, lo=1, hi=28)
 
     @property
     def enabled(self) -> bool:
         """True when any transform is on."""
-        return bool(
-            self.rotation_deg or self.shift or self.shear or self.zoom or self.horizontal_flip
-        )
+        geometric = self.rotation_deg or self.shift or self.shear or self.zoom
+        return bool(geometric or self.horizontal_flip or self.erase_prob)
 
 
 @dataclass(frozen=True)
@@ -153,8 +160,14 @@ class TrainParams:
 
     epochs: int = _field(50, lo=1)
     batch_size: int = _field(128, lo=1)
-    # Adam's learning rate.
+    # Adam's (peak) learning rate.
     learning_rate: float = _field(1e-3, lo=0, hi=1, open_lo=True)
+    # plateau: constant, cut by `reduce_lr` (the seeds); cosine: linear warm-up for
+    # `warmup_epochs`, then cosine decay to zero at the last epoch.
+    schedule: Schedule = "plateau"
+    warmup_epochs: int = _field(0, lo=0)
+    # Decoupled weight decay (AdamW) when > 0; the seeds use plain Adam.
+    weight_decay: float = _field(0.0, lo=0, hi=1)
     # Seeds weight initialisation, shuffling, dropout and augmentation.
     seed: int = _field(42, lo=0)
     # auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX, float32 otherwise.
@@ -164,6 +177,18 @@ class TrainParams:
     early_stopping: EarlyStoppingParams = field(default_factory=EarlyStoppingParams)
     reduce_lr: ReduceLRParams = field(default_factory=ReduceLRParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
+
+    def __post_init__(self) -> None:
+        if self.schedule == "cosine" and self.reduce_lr.patience:
+            raise ParamsError(
+                "train.schedule is cosine, which sets the rate itself: set "
+                "train.reduce_lr.patience to 0"
+            )
+        if self.warmup_epochs >= self.epochs:
+            raise ParamsError(
+                f"train.warmup_epochs ({self.warmup_epochs}) must be less than train.epochs "
+                f"({self.epochs})"
+            )
 
 
 @dataclass(frozen=True)

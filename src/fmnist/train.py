@@ -19,13 +19,29 @@ from fmnist.errors import report_errors
 from fmnist.params import Params, TrainParams, load_params
 
 
-def compile_model(model: keras.Model, p: TrainParams) -> None:
-    """Adam and sparse categorical cross-entropy, as both seeds use."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=p.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+def learning_rate(
+    p: TrainParams, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The constant rate (plateau: callbacks cut it) or the warm-up + cosine schedule."""
+    if p.schedule == "plateau":
+        return p.learning_rate
+    warmup = p.warmup_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=p.learning_rate / 100 if warmup else p.learning_rate,
+        decay_steps=(p.epochs - p.warmup_epochs) * steps_per_epoch,
+        warmup_target=p.learning_rate if warmup else None,
+        warmup_steps=warmup,
     )
+
+
+def compile_model(model: keras.Model, p: TrainParams, steps_per_epoch: int) -> None:
+    """Adam (AdamW with weight decay) and sparse categorical cross-entropy, as the seeds use."""
+    rate = learning_rate(p, steps_per_epoch)
+    if p.weight_decay:
+        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=p.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=rate)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def schedule_callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
@@ -59,16 +75,19 @@ def train(
 ) -> tuple[keras.Model, keras.callbacks.History]:
     """Build, compile and fit the model; return it with its Keras history."""
     p = params.train
+    steps = inputs.steps_per_epoch(len(train_split[1]), p.batch_size)
     model = models.build(params.model)
-    compile_model(model, p)
-    augment = inputs.augmenter(p.augment, p.seed) if p.augment.enabled else None
-    train_ds = inputs.dataset(*train_split, p.batch_size, shuffle_seed=p.seed, augment=augment)
+    compile_model(model, p, steps)
+    counter = inputs.EpochCounter()
+    augment = p.augment if p.augment.enabled else None
+    train_ds = inputs.training_dataset(*train_split, p.batch_size, p.seed, counter.epoch, augment)
     val_ds = inputs.dataset(*val_split, p.batch_size)
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=p.epochs,
-        callbacks=[*schedule_callbacks(p), *(extra_callbacks or [])],
+        # The counter first: the epoch's batches are drawn after it has published the epoch.
+        callbacks=[counter, *schedule_callbacks(p), *(extra_callbacks or [])],
         verbose=2,
     )
     return model, fit
