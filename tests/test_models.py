@@ -22,6 +22,14 @@ def test_parameter_counts_match_the_seeds(arch, parameters):
     assert model.count_params() == parameters
 
 
+def test_bn_gap_cnn_stays_under_100k_parameters():
+    p = ModelParams(arch="bn_gap_cnn", filters=(16, 40, 72), convs_per_stage=2)
+    model = models.build(p)
+    assert model.count_params() == 96_938
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 6 and not any(c.use_bias for c in convs)
+
+
 def test_notebook_cnn_layer_shapes():
     model = models.build(ModelParams(arch="gap_cnn"))
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}

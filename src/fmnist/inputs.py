@@ -135,6 +135,8 @@ def training_dataset(
         return batch, tf.gather(y, idx)
 
     ds = tf.data.Dataset.range(1).flat_map(epoch_order)
+    # flat_map hides the length; Keras needs it for its progress bar and epoch bookkeeping.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(n, batch_size)))
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 

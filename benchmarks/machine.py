@@ -1,0 +1,58 @@
+"""What the benchmarks ran on, and the machine's fp32 peak, for the tables' headers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from fmnist import device
+
+
+def cpu_ghz() -> float | None:
+    """The current clock of the first core, as Linux reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":")[1]) / 1000
+    except OSError:
+        pass
+    return None
+
+
+def fp32_peak_gflops() -> tuple[float | None, str]:
+    """Cores × GHz × fp32 FLOPs per cycle (two FMA units: 64 with AVX-512, 32 with AVX2)."""
+    flags = device.cpu_flags()
+    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 16
+    ghz = cpu_ghz()
+    cores = os.cpu_count() or 1
+    if ghz is None:
+        return None, f"{per_cycle} FLOP/cycle/core, clock unknown"
+    return cores * ghz * per_cycle, f"{cores} cores × {ghz:.2f} GHz × {per_cycle} FLOP/cycle"
+
+
+def describe() -> str:
+    """One line: CPU, cores, ISA extensions that matter, TF and Keras versions."""
+    flags = device.cpu_flags()
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    gpus = tf.config.list_physical_devices("GPU")
+    return (
+        f"{device.cpu_model()}, {os.cpu_count()} cores ({' '.join(isa) or 'no AVX'}), "
+        f"{len(gpus)} GPU(s), TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Multiply-adds ×2 of one image's forward pass through the Conv2D and Dense layers."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            k_h, k_w, c_in, _ = layer.kernel.shape
+            total += 2 * h * w * k_h * k_w * c_in * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            c_in, c_out = layer.kernel.shape
+            total += 2 * c_in * c_out
+    return total

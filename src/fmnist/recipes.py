@@ -1,0 +1,79 @@
+"""Named training recipes (`recipes.yaml`): params overrides for `dvc exp run -S`.
+
+`fmnist recipe NAME` prints the `-S key=value` arguments, so a recipe runs as an ordinary,
+comparable DVC experiment: `dvc exp run $(fmnist recipe writeup)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from fmnist.errors import ParamsError, report_errors
+from fmnist.params import Params, params_from_dict
+
+
+def load_recipes(path: str | Path = "recipes.yaml") -> dict[str, dict]:
+    """The recipes file as {name: {dotted key: value}}."""
+    try:
+        recipes = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found; run from the repository root") from None
+    return recipes
+
+
+def apply(base: dict, overrides: dict) -> dict:
+    """`base` (a params mapping) with dotted-key `overrides` set; unknown keys are errors."""
+    out = copy.deepcopy(base)
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise ParamsError(f"recipe key '{dotted}' is not a key of params.yaml")
+        node[leaf] = value
+    return out
+
+
+def recipe_params(name: str, recipes: dict, base: dict) -> Params:
+    """The validated params of recipe `name` on top of `base`."""
+    if name not in recipes:
+        raise ParamsError(f"no recipe '{name}'; recipes: {', '.join(recipes)}")
+    return params_from_dict(apply(base, recipes[name]))
+
+
+def set_arguments(overrides: dict) -> list[str]:
+    """The `-S key=value` arguments of `dvc exp run` for `overrides` (values as JSON/YAML)."""
+    args = []
+    for key, value in overrides.items():
+        # Compact JSON: no spaces, so `$(fmnist recipe NAME)` splits into whole arguments.
+        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        args += ["-S", f"{key}={text}"]
+    return args
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", nargs="?", help="recipe to print (omit to list them)")
+    parser.add_argument("--recipes", default="recipes.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    recipes = load_recipes(args.recipes)
+    if args.name is None:
+        print("\n".join(recipes))
+        return 0
+    base = yaml.safe_load(Path(args.params).read_text())
+    recipe_params(args.name, recipes, base)  # validate before printing anything
+    print(" ".join(set_arguments(recipes[args.name])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

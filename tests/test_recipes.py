@@ -1,0 +1,45 @@
+"""Named recipes are valid params and turn into clean `dvc exp run -S` arguments."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fmnist import recipes
+from fmnist.errors import ParamsError
+from helpers import ROOT
+
+RECIPES = recipes.load_recipes(ROOT / "recipes.yaml")
+BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_is_valid_params(name):
+    params = recipes.recipe_params(name, RECIPES, BASE)
+    assert params.model.arch == RECIPES[name]["model.arch"]
+
+
+def test_the_seed_recipes_are_the_seeds():
+    notebook = recipes.recipe_params("notebook", RECIPES, BASE)
+    assert (notebook.model.arch, notebook.train.batch_size, notebook.train.reduce_lr.factor) == (
+        "gap_cnn",
+        128,
+        0.5,
+    )
+    writeup = recipes.recipe_params("writeup", RECIPES, BASE)
+    assert writeup.train.batch_size == 32 and writeup.train.augment.rotation_deg == 15.0
+    assert writeup.train.reduce_lr.factor == 0.2 and writeup.train.reduce_lr.min_lr == 1e-6
+
+
+def test_set_arguments_are_single_words():
+    args = recipes.set_arguments(
+        {"model.filters": [16, 40, 72], "train.augment.horizontal_flip": True}
+    )
+    assert args == ["-S", "model.filters=[16,40,72]", "-S", "train.augment.horizontal_flip=true"]
+
+
+def test_unknown_recipe_or_key_is_named():
+    with pytest.raises(ParamsError, match="no recipe 'fast'; recipes: notebook"):
+        recipes.recipe_params("fast", RECIPES, BASE)
+    with pytest.raises(ParamsError, match="recipe key 'train.epoch' is not a key"):
+        recipes.apply(BASE, {"train.epoch": 3})
