@@ -13,6 +13,8 @@ import sys
 # name -> (module, one-line help). Add a command by adding a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("fmnist.params", "validate params.yaml"),
+    "predict": ("fmnist.predict", "classify images with a packaged or registered model"),
+    "next-version": ("fmnist.registry", "propose the next model version from the params"),
 }
 
 
