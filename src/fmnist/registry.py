@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from fmnist.errors import PipelineError, report_errors
+from fmnist.errors import ParamsError, PipelineError, report_errors
+from fmnist.params import params_from_dict, params_to_dict
 
 # The name of the model in `dvc.yaml` `artifacts:` and in its GTO tags.
 ARTIFACT = "fashion-mnist-cnn"
@@ -78,9 +79,20 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def normalised(params: dict) -> dict:
+    """`params` through the schema (so `1e-07` and `1.0e-07` compare equal) when it fits it.
+
+    The params of an old version may not fit today's schema; they are compared as they are.
+    """
+    try:
+        return params_to_dict(params_from_dict(params))
+    except ParamsError:
+        return params
+
+
 def changed_params(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     """Dotted keys whose value differs (or exists on one side only): key -> (old, new)."""
-    a, b = flatten(old), flatten(new)
+    a, b = flatten(normalised(old)), flatten(normalised(new))
     return {
         key: (a.get(key, _MISSING), b.get(key, _MISSING))
         for key in sorted(a.keys() | b.keys())
