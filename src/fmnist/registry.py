@@ -14,6 +14,7 @@ hyperparameter changes, patch for everything else (code, data, evaluation, packa
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -168,7 +169,7 @@ def fetch_package(repo: str, out: Path, *, version: str | None = None, stage: st
 
 
 def _show(value: Any) -> str:
-    return value if value == _MISSING else yaml.safe_dump(value, default_flow_style=True).strip()
+    return value if value == _MISSING else json.dumps(value)
 
 
 @report_errors
