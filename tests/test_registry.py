@@ -38,6 +38,15 @@ def changed(**dotted) -> dict:
     return params
 
 
+def test_dvc_yaml_declares_the_packaged_model_and_gto_its_stages():
+    dvc_yaml = yaml.safe_load((helpers.ROOT / "dvc.yaml").read_text())
+    artifact = dvc_yaml["artifacts"][NAME]
+    assert artifact["type"] == "model" and artifact["desc"] and artifact["labels"]
+    assert artifact["path"] in dvc_yaml["stages"]["package"]["outs"]
+    gto_config = yaml.safe_load((helpers.ROOT / ".gto").read_text())
+    assert gto_config == {"types": ["model"], "stages": ["dev", "staging", "prod"]}
+
+
 # --- pure functions -------------------------------------------------------------------------
 
 
