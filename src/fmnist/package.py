@@ -200,7 +200,9 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
     code = lineage_record["code"]
     commit = code.get("commit") or "unknown"
     if code.get("dirty"):
-        commit += " (with uncommitted changes, e.g. a `dvc exp run -S` param)"
+        # The usual case: `dvc repro` runs before the commit that records its results. The
+        # registered version's dvc.lock pins the exact inputs (their MD5s are in lineage.json).
+        commit += " (with uncommitted changes: the version's dvc.lock pins the inputs)"
     raw = lineage_record["data"].get("raw", {})
     return "\n".join(
         [
