@@ -153,7 +153,9 @@ def params_at(repo: Path, rev: str, params_file: str = "params.yaml") -> dict:
     return yaml.safe_load(_git(repo, "show", f"{rev}:{params_file}")) or {}
 
 
-def fetch_package(repo: str, out: Path, *, version: str | None = None, stage: str | None = None):
+def fetch_package(
+    repo: str, out: Path, *, version: str | None = None, stage: str | None = None
+) -> None:
     """Download a registered package into `out` with `dvc artifacts get` (from the remote)."""
     if (version is None) == (stage is None):
         raise PipelineError("give exactly one of a version and a stage")
@@ -195,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         latest = max(versions)
         proposal = propose(latest, params_at(args.repo, versions[latest]), params)
         print(f"latest: {versions[latest]}; change: {proposal.level}", file=sys.stderr)
+        if _git(args.repo, "rev-list", "-n1", versions[latest]) == _git(
+            args.repo, "rev-parse", "HEAD"
+        ):
+            print(f"note: HEAD is already {versions[latest]}", file=sys.stderr)
         for key, (old, new) in proposal.changes.items():
             print(f"  {key}: {_show(old)} -> {_show(new)} ({change_level(key)})", file=sys.stderr)
     print(format_version(proposal.version))
