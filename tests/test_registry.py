@@ -94,6 +94,12 @@ def test_propose_follows_the_seed_rule(new, level, version):
     assert (proposal.level, proposal.version) == (level, version)
 
 
+def test_an_architecture_key_added_later_is_major():
+    assert registry.change_level("model.convs_per_stage") == "major"
+    assert registry.change_level("model.dropout") == "minor"
+    assert registry.change_level("modelling.x") == "patch"
+
+
 def test_propose_lists_the_changes_and_starts_at_v1():
     proposal = registry.propose((1, 0, 0), defaults(), changed(train__epochs=5))
     assert proposal.changes == {"train.epochs": (50, 5)}

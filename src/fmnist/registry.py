@@ -32,12 +32,11 @@ ARTIFACT = "fashion-mnist-cnn"
 FIRST_VERSION = (1, 0, 0)
 LEVELS = ("patch", "minor", "major")
 
-# Params whose change makes a different network: a major version.
-ARCHITECTURE_KEYS = frozenset(
-    {"model.arch", "model.filters", "model.kernel_size", "model.padding", "model.dense_units"}
-)
 # Params (or groups, by prefix) that change how the same network is trained: a minor version.
 HYPERPARAMETER_KEYS = ("model.dropout", "model.conv_dropout", "train", "prepare")
+# Every other key of this group shapes the network itself (arch, filters, kernel size, ...,
+# and any architecture key added later): a major version.
+ARCHITECTURE_GROUP = "model"
 
 Version = tuple[int, int, int]
 _MISSING = "<absent>"
@@ -103,10 +102,10 @@ def changed_params(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
 
 def change_level(key: str) -> str:
     """How big a change of the param `key` is: major, minor or patch."""
-    if key in ARCHITECTURE_KEYS:
-        return "major"
     if any(key == k or key.startswith(f"{k}.") for k in HYPERPARAMETER_KEYS):
         return "minor"
+    if key.startswith(f"{ARCHITECTURE_GROUP}."):
+        return "major"
     return "patch"
 
 
