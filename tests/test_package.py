@@ -65,6 +65,7 @@ def test_check_saved_model_refuses_a_savedmodel_of_another_model(exported, tiny_
         package.check_saved_model(other, package.load_serving_fn(path), tiny_data["test"][0][:8])
 
 
+@pytest.mark.slow  # a subprocess that imports TensorFlow
 @pytest.mark.skipif(not SAVED_MODEL_CLI, reason="saved_model_cli (ships with tensorflow) missing")
 def test_saved_model_cli_shows_the_documented_signature(exported):
     _, path = exported
