@@ -81,6 +81,9 @@ TINY_PARAMS = {
     "evaluate.batch_size": 50,
     "evaluate.misclassified": 5,
     "prepare.samples_per_class": 2,
+    "package.latency_runs": 10,
+    "package.throughput_batch_size": 64,
+    "package.throughput_runs": 2,
 }
 
 

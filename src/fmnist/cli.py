@@ -14,6 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("fmnist.params", "validate params.yaml"),
     "recipe": ("fmnist.recipes", "list the named recipes, or print one's `dvc exp run -S` args"),
+    "predict": ("fmnist.predict", "classify images with a packaged or registered model"),
+    "next-version": ("fmnist.registry", "propose the next model version from the params"),
 }
 
 

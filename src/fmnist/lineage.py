@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -36,3 +37,12 @@ def read_json(path: str | Path, produced_by: str) -> dict:
         raise PipelineError(
             f"{path}: not valid JSON ({exc}); run `dvc repro {produced_by}`"
         ) from None
+
+
+def file_md5(path: str | Path) -> str:
+    """The MD5 of a file's bytes: what DVC 3 records for a file in `dvc.lock`."""
+    digest = hashlib.md5()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

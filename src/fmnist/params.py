@@ -203,6 +203,19 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class PackageParams:
+    """How the `package` stage measures inference speed on the packaging machine."""
+
+    # Untimed calls first, so that tracing and memory allocation do not count.
+    warmup_runs: int = _field(5, lo=0, hi=1000)
+    # Timed single-image calls; their p50 and p95 are the recorded latency.
+    latency_runs: int = _field(50, lo=1, hi=10000)
+    # Batch size and timed calls of the throughput measurement (images per second).
+    throughput_batch_size: int = _field(256, lo=1, hi=65536)
+    throughput_runs: int = _field(5, lo=1, hi=1000)
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in `params.yaml`, grouped by stage."""
 
@@ -211,6 +224,7 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    package: PackageParams = field(default_factory=PackageParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

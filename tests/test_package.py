@@ -1,0 +1,183 @@
+"""The package: SavedModel with `serving_default`, model card, metadata, lineage, speed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+import helpers
+from fmnist import inputs, models, package
+from fmnist.dataset import CLASS_NAMES, load_split
+from fmnist.errors import PipelineError
+from fmnist.params import ModelParams, params_from_dict, params_to_dict
+
+SAVED_MODEL_CLI = shutil.which("saved_model_cli") or ""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An untrained model (seeded) and its SavedModel export."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = models.build(ModelParams())
+    path = tmp_path_factory.mktemp("saved") / "model"
+    package.export_saved_model(model, path)
+    return model, path
+
+
+def test_speed_summary_percentiles_and_throughput():
+    latencies = [0.001 * i for i in range(1, 101)]  # 1..100 ms
+    out = package.speed_summary(latencies, [0.5, 0.5], batch_size=256)
+    assert out["latency_ms_p50"] == pytest.approx(50.5)
+    assert out["latency_ms_p95"] == pytest.approx(95.05)
+    assert out["throughput_images_per_s"] == pytest.approx(512.0)
+    assert out["latency_runs"] == 100 and out["throughput_runs"] == 2
+
+
+def test_serving_signature_takes_uint8_pixels_and_matches_keras(exported, tiny_data):
+    model, path = exported
+    serve = package.load_serving_fn(path)
+    images = tiny_data["test"][0]  # (100, 28, 28) uint8
+    out = serve(pixels=tf.constant(images[..., None]))
+    expected = model.predict(inputs.preprocess(images), verbose=0)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-6)
+    ids = expected.argmax(axis=1)
+    np.testing.assert_array_equal(out["class_ids"].numpy(), ids)
+    assert [n.decode() for n in out["class_names"].numpy()] == [CLASS_NAMES[i] for i in ids]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8"):
+        serve(pixels=tf.constant(images[..., None] / 255.0, tf.float32))  # scaled floats
+
+
+def test_check_saved_model_refuses_a_savedmodel_of_another_model(exported, tiny_data):
+    import keras
+
+    _, path = exported
+    keras.utils.set_random_seed(1)
+    other = models.build(ModelParams())
+    with pytest.raises(PipelineError, match="disagree"):
+        package.check_saved_model(other, package.load_serving_fn(path), tiny_data["test"][0][:8])
+
+
+@pytest.mark.slow  # a subprocess that imports TensorFlow
+@pytest.mark.skipif(not SAVED_MODEL_CLI, reason="saved_model_cli (ships with tensorflow) missing")
+def test_saved_model_cli_shows_the_documented_signature(exported):
+    _, path = exported
+    shown = helpers.run([SAVED_MODEL_CLI, "show", "--dir", str(path), "--all"], cwd=path).stdout
+    block = shown[shown.index("signature_def['serving_default']") :]
+    assert "inputs['pixels']" in block
+    assert "dtype: DT_UINT8" in block and "shape: (-1, 28, 28, 1)" in block
+    for output in ("probabilities", "class_ids", "class_names"):
+        assert f"outputs['{output}']" in block
+    assert "shape: (-1, 10)" in block
+    assert "tensorflow/serving/predict" in block
+
+
+def card_inputs() -> tuple[dict, dict, dict]:
+    params = yaml.safe_load((helpers.ROOT / "params.yaml").read_text())
+    per_class = [
+        {"class": n, "precision": 0.9, "recall": 0.9, "f1": 0.9 - 0.05 * i, "support": 100}
+        for i, n in enumerate(CLASS_NAMES)
+    ]
+    split = {"accuracy": 0.91, "loss": 0.25}
+    metrics = {"train": split, "val": split, "test": {**split, "f1_macro": 0.9}}
+    metrics["per_class"] = per_class
+    record = {
+        "training": {"parameters": 93962, "epochs_run": 3, "device": "CPU (x)"},
+        "inference": package.speed_summary([0.001, 0.002], [0.1], 256),
+        "code": {"commit": "abc123", "dirty": True},
+        "data": {"raw": {"t10k-images-idx3-ubyte": "ff00"}},
+        "packaging": {"device": "CPU (y)", "tensorflow": tf.__version__},
+        "packaged_at": "2026-01-01T00:00:00+00:00",
+    }
+    return params, metrics, record
+
+
+def test_model_card_has_every_section_and_the_real_numbers():
+    card = package.model_card(*card_inputs())
+    for section in (
+        "## Intended use",
+        "## Input and output",
+        "## Data",
+        "## Architecture and training",
+        "## Metrics",
+        "## Inference speed",
+        "## Limitations",
+        "## Versions",
+    ):
+        assert section in card
+    assert "| Ankle boot | 0.9000 | 0.9000 | 0.4500 | 100 |" in card
+    # The weakest classes are named from the per-class F1, lowest first.
+    assert "Ankle boot (F1 0.45), Bag (F1 0.50), Sneaker (F1 0.55)" in card
+    assert "93962 parameters" in card and "`ff00`" in card
+    assert "abc123 (with uncommitted changes" in card
+    assert "uint8" in card and "(batch, 28, 28, 1)" in card
+
+
+# --- end to end, on the tiny repo the pipeline has run in -----------------------------------
+
+
+@pytest.mark.slow
+def test_package_has_the_seed_layout(reproduced_repo):
+    pkg = reproduced_repo / "models/package"
+    for name in ("saved_model.pb", "variables/variables.index", "assets", "model.keras"):
+        assert (pkg / name).exists(), name
+    meta = pkg / "metadata"
+    for name in (
+        "model_card.md",
+        "metrics.json",
+        "params.json",
+        "confusion_matrix.png",
+        "class_names.json",
+        "lineage.json",
+    ):
+        assert (meta / name).is_file(), name
+    assert (meta / "confusion_matrix.png").read_bytes() == (
+        reproduced_repo / "metrics/figures/confusion_matrix.png"
+    ).read_bytes()
+    metrics = json.loads((meta / "metrics.json").read_text())
+    assert [r["class"] for r in metrics["per_class"]] == list(CLASS_NAMES)
+    assert (
+        metrics["test"] == json.loads((reproduced_repo / "metrics/eval.json").read_text())["test"]
+    )
+    speed = json.loads((meta / "lineage.json").read_text())["inference"]
+    assert 0 < speed["latency_ms_p50"] <= speed["latency_ms_p95"]
+    assert speed["throughput_images_per_s"] > 0 and speed["throughput_batch_size"] == 64
+
+
+@pytest.mark.slow
+def test_lineage_inputs_match_dvc_lock(reproduced_repo):
+    lock = yaml.safe_load((reproduced_repo / "dvc.lock").read_text())["stages"]["package"]
+    locked = {d["path"]: d["md5"] for d in lock["deps"] if not d["path"].startswith("src/")}
+    meta = reproduced_repo / "models/package/metadata"
+    assert json.loads((meta / "lineage.json").read_text())["inputs"] == locked
+    # Through the schema: PyYAML reads a dumped `1e-07` back as a string.
+    locked_params = params_to_dict(params_from_dict(lock["params"]["params.yaml"]))
+    assert json.loads((meta / "params.json").read_text()) == locked_params
+
+
+@pytest.mark.slow
+def test_savedmodel_predicts_like_keras_on_the_test_set(reproduced_repo, tmp_path):
+    # In a fresh process, as a server would load it: nothing of fmnist but the test data.
+    images, _ = load_split(reproduced_repo / "data/prepared/test.npz")
+    np.save(tmp_path / "test_images.npy", images)
+    script = f"""
+import numpy as np, tensorflow as tf, keras
+pkg = "{reproduced_repo / "models/package"}"
+images = np.load("{tmp_path / "test_images.npy"}")
+serve = tf.saved_model.load(pkg).signatures["serving_default"]
+served = serve(pixels=tf.constant(images[..., None]))
+model = keras.saving.load_model(pkg + "/model.keras", compile=False)
+expected = model.predict(images[..., None].astype("float32") / 255.0, verbose=0)
+np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+assert (served["class_ids"].numpy() == expected.argmax(1)).all()
+print("same", len(images))
+"""
+    out = helpers.run([sys.executable, "-c", script], cwd=tmp_path).stdout
+    assert out.split() == ["same", str(len(images))]

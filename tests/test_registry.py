@@ -1,0 +1,234 @@
+"""The registry: semantic versions from params, GTO tags, and `dvc artifacts get`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+import helpers
+from fmnist import registry
+from fmnist.dataset import load_split
+from fmnist.errors import PipelineError
+from fmnist.params import Params, params_to_dict
+from helpers import dvc, git
+
+NAME = registry.ARTIFACT
+# The `gto` script installed beside this Python (gto has no `python -m gto`).
+GTO = shutil.which("gto", path=str(Path(sys.executable).parent)) or "gto"
+
+
+def defaults() -> dict:
+    return params_to_dict(Params())
+
+
+def changed(**dotted) -> dict:
+    params = defaults()
+    for key, value in dotted.items():
+        *parents, leaf = key.split("__")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return params
+
+
+def test_dvc_yaml_declares_the_packaged_model_and_gto_its_stages():
+    dvc_yaml = yaml.safe_load((helpers.ROOT / "dvc.yaml").read_text())
+    artifact = dvc_yaml["artifacts"][NAME]
+    assert artifact["type"] == "model" and artifact["desc"] and artifact["labels"]
+    assert artifact["path"] in dvc_yaml["stages"]["package"]["outs"]
+    gto_config = yaml.safe_load((helpers.ROOT / ".gto").read_text())
+    assert gto_config == {"types": ["model"], "stages": ["dev", "staging", "prod"]}
+
+
+# --- pure functions -------------------------------------------------------------------------
+
+
+def test_versions_parse_and_format():
+    assert registry.parse_version("v1.20.3") == (1, 20, 3)
+    assert registry.format_version((1, 20, 3)) == "v1.20.3"
+    for bad in ("1.2.3", "v1.2", "v1.2.3-rc1", "latest"):
+        with pytest.raises(PipelineError, match="not a version"):
+            registry.parse_version(bad)
+
+
+def test_registered_versions_ignores_stage_deprecation_and_other_artifacts():
+    tags = [
+        f"{NAME}@v1.0.0",
+        f"{NAME}@v1.10.0",
+        f"{NAME}@v1.2.0",
+        f"{NAME}#prod#1",
+        f"{NAME}@v1.2.0!#3",
+        "other-model@v9.0.0",
+        "v2.0.0",
+    ]
+    versions = registry.registered_versions(tags)
+    assert versions == {(1, 0, 0): tags[0], (1, 10, 0): tags[1], (1, 2, 0): tags[2]}
+    assert max(versions) == (1, 10, 0)  # numeric, not string, order
+
+
+@pytest.mark.parametrize(
+    ("new", "level", "version"),
+    [
+        (changed(model__arch="bn_cnn"), "major", (2, 0, 0)),
+        (changed(model__filters=[16, 32, 64]), "major", (2, 0, 0)),
+        (changed(model__kernel_size=5), "major", (2, 0, 0)),
+        (changed(model__dropout=0.3), "minor", (1, 3, 0)),
+        (changed(train__learning_rate=0.01), "minor", (1, 3, 0)),
+        (changed(train__augment__zoom=0.15), "minor", (1, 3, 0)),
+        (changed(prepare__val_fraction=0.2), "minor", (1, 3, 0)),
+        (changed(evaluate__misclassified=3), "patch", (1, 2, 4)),
+        (changed(package__latency_runs=10), "patch", (1, 2, 4)),
+        (defaults(), "patch", (1, 2, 4)),  # same params: code or data changed
+        (changed(model__arch="dense", train__epochs=5, fetch__timeout_s=5.0), "major", (2, 0, 0)),
+    ],
+)
+def test_propose_follows_the_seed_rule(new, level, version):
+    proposal = registry.propose((1, 2, 3), defaults(), new)
+    assert (proposal.level, proposal.version) == (level, version)
+
+
+def test_an_architecture_key_added_later_is_major():
+    assert registry.change_level("model.convs_per_stage") == "major"
+    assert registry.change_level("model.dropout") == "minor"
+    assert registry.change_level("modelling.x") == "patch"
+
+
+def test_propose_lists_the_changes_and_starts_at_v1():
+    proposal = registry.propose((1, 0, 0), defaults(), changed(train__epochs=5))
+    assert proposal.changes == {"train.epochs": (50, 5)}
+    assert registry.propose(None, None, defaults()).version == (1, 0, 0)
+
+
+def test_a_key_new_since_the_last_version_counts_by_its_group():
+    old = defaults()
+    del old["package"]  # registered before the `package` group existed
+    proposal = registry.propose((1, 0, 0), old, defaults())
+    assert proposal.level == "patch" and "package.latency_runs" in proposal.changes
+    del old["train"]["augment"]
+    assert registry.propose((1, 0, 0), old, defaults()).level == "minor"
+
+
+def test_the_same_number_spelled_differently_is_no_change():
+    old = defaults()
+    old["train"]["reduce_lr"]["min_lr"] = "1e-07"  # how PyYAML reads a dumped 1e-07
+    assert registry.propose((1, 0, 0), old, defaults()).changes == {}
+
+
+# --- the command, in a throwaway git repo (no TensorFlow) -----------------------------------
+
+
+def next_version(repo: Path) -> tuple[str, str]:
+    proc = helpers.run([sys.executable, "-m", "fmnist.cli", "next-version"], cwd=repo)
+    return proc.stdout.strip(), proc.stderr
+
+
+def test_next_version_reads_the_latest_tag_params(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(helpers.ROOT / "params.yaml", repo / "params.yaml")
+    git("init", "-q", cwd=repo)
+    git(
+        "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "x", "--allow-empty", cwd=repo
+    )
+    assert next_version(repo)[0] == "v1.0.0"
+    git("add", "params.yaml", cwd=repo)
+    git("-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "params", cwd=repo)
+    git("tag", f"{NAME}@v1.2.3", cwd=repo)
+    git("tag", f"{NAME}@v1.1.9", cwd=repo)
+    assert next_version(repo)[0] == "v1.2.4"
+    helpers.set_params(repo / "params.yaml", {"train.learning_rate": 0.01})
+    version, explained = next_version(repo)
+    assert version == "v1.3.0"
+    assert (
+        f"latest: {NAME}@v1.2.3" in explained and "train.learning_rate: 0.001 -> 0.01" in explained
+    )
+    helpers.set_params(repo / "params.yaml", {"model.arch": "bn_cnn"})
+    assert next_version(repo)[0] == "v2.0.0"
+
+
+# --- the whole registry flow with the real dvc and gto --------------------------------------
+
+
+def gto(*args: str, cwd: Path, check: bool = True):
+    return helpers.run([GTO, *args], cwd=cwd, check=check)
+
+
+def locked_package_deps(repo: Path, rev: str) -> dict[str, str]:
+    lock = yaml.safe_load(git("show", f"{rev}:dvc.lock", cwd=repo))
+    deps = lock["stages"]["package"]["deps"]
+    return {d["path"]: d["md5"] for d in deps if not d["path"].startswith("src/")}
+
+
+@pytest.mark.slow
+def test_register_promote_and_get_by_version_and_stage(reproduced_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(reproduced_repo, repo, symlinks=True)
+    shutil.copy(helpers.ROOT / ".gto", repo / ".gto")
+    dvc("remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "first model", cwd=repo)
+    dvc("push", "-q", cwd=repo)
+    assert next_version(repo)[0] == "v1.0.0"
+    gto("register", NAME, "--version", "v1.0.0", cwd=repo)
+
+    helpers.set_params(repo / "params.yaml", {"evaluate.misclassified": 3})
+    dvc("repro", cwd=repo)  # evaluate and package only: no training
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "second model", cwd=repo)
+    dvc("push", "-q", cwd=repo)
+    assert next_version(repo)[0] == "v1.0.1"  # an evaluation param: a patch
+    gto("register", NAME, "--version", "v1.0.1", cwd=repo)
+    gto("assign", NAME, "--version", "v1.0.0", "--stage", "prod", cwd=repo)
+    refused = gto(
+        "assign", NAME, "--version", "v1.0.1", "--stage", "production", cwd=repo, check=False
+    )
+    assert refused.returncode != 0  # `.gto` allows only dev, staging, prod
+
+    tags = git("tag", cwd=repo).split()
+    assert {f"{NAME}@v1.0.0", f"{NAME}@v1.0.1", f"{NAME}#prod#1"} <= set(tags)
+
+    # Fetch with a clean cache so the packages must come from the remote.
+    shutil.rmtree(repo / ".dvc" / "cache")
+    fetched = {}
+    for label, select in (("v1.0.1", ["--rev", "v1.0.1"]), ("prod", ["--stage", "prod"])):
+        out = tmp_path / f"got-{label}"
+        dvc("artifacts", "get", ".", NAME, *select, "-o", str(out), cwd=repo)
+        assert (out / "saved_model.pb").is_file() and (out / "metadata/model_card.md").is_file()
+        fetched[label] = out
+
+    for label, tag in (("v1.0.1", f"{NAME}@v1.0.1"), ("prod", f"{NAME}@v1.0.0")):
+        meta = fetched[label] / "metadata"
+        record = json.loads((meta / "lineage.json").read_text())
+        assert record["inputs"] == locked_package_deps(repo, tag), label
+    params = {k: json.loads((fetched[k] / "metadata/params.json").read_text()) for k in fetched}
+    assert params["v1.0.1"]["evaluate"]["misclassified"] == 3
+    assert params["prod"]["evaluate"]["misclassified"] == 5
+
+    # `predict --stage prod` fetches the same package and classifies with it.
+    images, _ = load_split(repo / "data/prepared/test.npz")
+    Image.fromarray(images[0]).save(tmp_path / "img.png")
+    proc = helpers.run(
+        [
+            sys.executable,
+            "-m",
+            "fmnist.cli",
+            "predict",
+            "--stage",
+            "prod",
+            "--json",
+            "-k",
+            "1",
+            str(tmp_path / "img.png"),
+        ],
+        cwd=repo,
+    )
+    top = json.loads(proc.stdout)[0]["top"][0]
+    first = git("show", f"{NAME}@v1.0.0:metrics/predictions.csv", cwd=repo).splitlines()[1]
+    assert top["class"] == first.split(",")[1]  # as evaluation of that version predicted
