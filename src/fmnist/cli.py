@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help). Add a command by adding a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("fmnist.params", "validate params.yaml"),
+    "vertex-job": ("fmnist.vertex", "render the Vertex AI CustomJob spec that runs `train`"),
 }
 
 

@@ -23,8 +23,10 @@ Vertex AI, or by hand) tells each which one it is. Only the chief writes the sta
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -168,3 +170,19 @@ def setup(requested: Distribute) -> tuple[tf.distribute.Strategy, Cluster, dict]
         "workers": cluster.workers if kind == "multi_worker" else 1,
     }
     return strategy, cluster, record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit 0 if this task (by `TF_CONFIG`) is the chief, 1 if not, 2 if TF_CONFIG is bad."""
+    parser = argparse.ArgumentParser(description="Is this task the chief of its TF_CONFIG?")
+    parser.parse_args(argv)
+    try:
+        cluster = parse_tf_config(os.environ.get("TF_CONFIG"))
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if cluster.is_chief else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
