@@ -193,3 +193,20 @@ def test_two_workers_train_in_sync_and_only_the_chief_writes(tmp_path):
     replica = models.load_model(tmp_path / "scratch1" / "model.keras").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(saved, replica))
     assert not all(np.array_equal(a, b) for a, b in zip(_initial_weights(), saved))
+
+
+@pytest.mark.parametrize(
+    ("config", "code"),
+    [
+        (None, 0),
+        (tf_config(["h:1", "h:2"], "worker", 0), 0),
+        (tf_config(["h:1", "h:2"], "worker", 1), 1),
+        ("{not json", 2),
+    ],
+)
+def test_is_chief_command_for_job_scripts(monkeypatch, config, code):
+    if config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", config)
+    assert distribute.main([]) == code
