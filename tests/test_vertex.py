@@ -199,9 +199,16 @@ def test_the_replica_script_runs_the_stage_on_the_chief_and_its_command_elsewher
     assert calls[:2] == ["dvc pull -r gcs prepare", "python3 -m fmnist.distribute"]
     if chief:
         assert calls[2:4] == ["dvc repro --force --single-item train", "dvc push -r gcs train"]
-        assert calls[4].startswith("python3 -c") and calls[4].endswith("gs://b/model/")
+        assert calls[4].startswith("python3 -c")
+        assert calls[4].endswith("gs://b/model/ dvc.lock params.yaml metrics")
     else:
         assert calls[2:] == ["python3 " + TRAIN_CMD.split("python3 ", 1)[1]]
+
+
+def test_the_upload_one_liner_is_valid_python():
+    script = vertex.container_script(TRAIN_CMD)
+    (code,) = re.findall(r"python3 -c '([^']*)'", script)
+    compile(code, "upload", "exec")
 
 
 # --- the Dockerfile (no Docker engine here: checked as text) -----------------------------

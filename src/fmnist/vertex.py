@@ -8,7 +8,8 @@ is trained stays in `params.yaml`, baked into the image, so a job changes no DVC
 
 Every replica runs the same script: pull the prepared data from the DVC remote (GCS), then the
 chief runs `dvc repro` of the `train` stage, pushes the model to the remote and copies
-`dvc.lock` and the metrics to the job's output directory; the other workers run the stage's
+`dvc.lock`, `params.yaml` and `metrics/` to the job's output directory (`$AIP_MODEL_DIR`,
+paths kept); the other workers run the stage's
 own command from `dvc.yaml` in step with it (`TF_CONFIG`, set by Vertex AI, makes them one
 `MultiWorkerMirroredStrategy`; see `fmnist.distribute`). Data, model and lock all go through
 DVC, so the lineage of a cloud-trained model is the same as that of a local one.
@@ -106,8 +107,9 @@ dvc pull{r} prepare
 if python3 -m fmnist.distribute; then
   dvc repro --force --single-item train
   dvc push{r} train
-  python3 -c 'import sys, gcsfs; gcsfs.GCSFileSystem().put(sys.argv[1:-1], sys.argv[-1], \
-recursive=True)' dvc.lock params.yaml metrics/train.json metrics/train "$AIP_MODEL_DIR"
+  python3 -c 'import sys, gcsfs; fs, out = gcsfs.GCSFileSystem(), sys.argv[1].rstrip("/"); \
+[fs.put(p, f"{{out}}/{{p}}", recursive=True) for p in sys.argv[2:]]' "$AIP_MODEL_DIR" \
+dvc.lock params.yaml metrics
 else
   {train_cmd}
 fi
