@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recipe": ("fmnist.recipes", "list the named recipes, or print one's `dvc exp run -S` args"),
     "predict": ("fmnist.predict", "classify images with a packaged or registered model"),
     "next-version": ("fmnist.registry", "propose the next model version from the params"),
+    "vertex-job": ("fmnist.vertex", "render the Vertex AI CustomJob spec that runs `train`"),
 }
 
 

@@ -34,6 +34,7 @@ DEBIAN_DATASET_DIR = "/usr/share/datasets/fashion-mnist"
 Architecture = Literal["gap_cnn", "bn_cnn", "dense", "bn_gap_cnn"]
 Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
 Schedule = Literal["plateau", "cosine"]
+Distribute = Literal["auto", "none", "one_device", "mirrored", "multi_worker"]
 FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 Monitor = Literal["val_loss", "val_accuracy"]
 Padding = Literal["same", "valid"]
@@ -159,8 +160,9 @@ class TrainParams:
     """Optimisation of the `train` stage (defaults: the seed notebook's recipe)."""
 
     epochs: int = _field(50, lo=1)
+    # The batch of one replica; the global batch is this times the replicas (fmnist.distribute).
     batch_size: int = _field(128, lo=1)
-    # Adam's (peak) learning rate.
+    # Adam's (peak) learning rate for one replica.
     learning_rate: float = _field(1e-3, lo=0, hi=1, open_lo=True)
     # plateau: constant, cut by `reduce_lr` (the seeds); cosine: linear warm-up for
     # `warmup_epochs`, then cosine decay to zero at the last epoch.
@@ -168,6 +170,11 @@ class TrainParams:
     warmup_epochs: int = _field(0, lo=0)
     # Decoupled weight decay (AdamW) when > 0; the seeds use plain Adam.
     weight_decay: float = _field(0.0, lo=0, hi=1)
+    # auto: several workers if TF_CONFIG names them, all GPUs if more than one, else none
+    # (TensorFlow's default strategy: one device). See fmnist.distribute.
+    distribute: Distribute = "auto"
+    # Multiply the learning rate by the number of replicas (the linear scaling rule).
+    scale_lr_with_replicas: bool = True
     # Seeds weight initialisation, shuffling, dropout and augmentation.
     seed: int = _field(42, lo=0)
     # auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX, float32 otherwise.

@@ -1,42 +1,55 @@
 """Stage `train`: fit the model named in params on the prepared data, logging with DVCLive.
 
 Writes the model (`models/model.keras`), the per-epoch log (`metrics/train/`) and a record of
-the run (`metrics/train.json`: device, precision, TensorFlow version, epochs, time, speed).
+the run (`metrics/train.json`: device, strategy, replicas, precision, TensorFlow version, epochs,
+time, speed). On several devices or workers it trains with the `tf.distribute` strategy that
+`train.distribute` selects (see `fmnist.distribute`); only the chief writes those outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
-from fmnist import atomic, device, history, inputs, models
+from fmnist import atomic, device, distribute, history, inputs, models
 from fmnist.dataset import Split, load_split
 from fmnist.errors import report_errors
 from fmnist.params import Params, TrainParams, load_params
 
 
 def learning_rate(
-    p: TrainParams, steps_per_epoch: int
+    p: TrainParams, steps_per_epoch: int, replicas: int = 1
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The constant rate (plateau: callbacks cut it) or the warm-up + cosine schedule."""
+    """The constant rate (plateau: callbacks cut it) or the warm-up + cosine schedule.
+
+    The peak rate is `train.learning_rate`, scaled by the replicas when
+    `train.scale_lr_with_replicas` is on.
+    """
+    peak = distribute.scaled_learning_rate(p.learning_rate, replicas, p.scale_lr_with_replicas)
     if p.schedule == "plateau":
-        return p.learning_rate
+        return peak
     warmup = p.warmup_epochs * steps_per_epoch
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=p.learning_rate / 100 if warmup else p.learning_rate,
+        initial_learning_rate=peak / 100 if warmup else peak,
         decay_steps=(p.epochs - p.warmup_epochs) * steps_per_epoch,
-        warmup_target=p.learning_rate if warmup else None,
+        warmup_target=peak if warmup else None,
         warmup_steps=warmup,
     )
 
 
-def compile_model(model: keras.Model, p: TrainParams, steps_per_epoch: int) -> None:
+def compile_model(
+    model: keras.Model, p: TrainParams, steps_per_epoch: int, replicas: int = 1
+) -> None:
     """Adam (AdamW with weight decay) and sparse categorical cross-entropy, as the seeds use."""
-    rate = learning_rate(p, steps_per_epoch)
+    rate = learning_rate(p, steps_per_epoch, replicas)
     if p.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=p.weight_decay)
     else:
@@ -71,17 +84,27 @@ def schedule_callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
 
 
 def train(
-    params: Params, train_split: Split, val_split: Split, extra_callbacks: list | None = None
+    params: Params,
+    train_split: Split,
+    val_split: Split,
+    extra_callbacks: list | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, keras.callbacks.History]:
-    """Build, compile and fit the model; return it with its Keras history."""
+    """Build, compile and fit the model under `strategy` (default: TensorFlow's default one)."""
     p = params.train
-    steps = inputs.steps_per_epoch(len(train_split[1]), p.batch_size)
-    model = models.build(params.model)
-    compile_model(model, p, steps)
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    batch = distribute.global_batch_size(p.batch_size, replicas)
+    steps = inputs.steps_per_epoch(len(train_split[1]), batch)
+    # Variables created in the scope are mirrored on every replica and kept in sync.
+    with strategy.scope():
+        model = models.build(params.model)
+        compile_model(model, p, steps, replicas)
     counter = inputs.EpochCounter()
     augment = p.augment if p.augment.enabled else None
-    train_ds = inputs.training_dataset(*train_split, p.batch_size, p.seed, counter.epoch, augment)
-    val_ds = inputs.dataset(*val_split, p.batch_size)
+    train_ds = inputs.training_dataset(*train_split, batch, p.seed, counter.epoch, augment)
+    train_ds = distribute.shard_by_data(train_ds)
+    val_ds = distribute.shard_by_data(inputs.dataset(*val_split, batch))
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -101,29 +124,66 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
     parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
     parser.add_argument("--record", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument(
+        "--worker-dir",
+        type=Path,
+        help="where a non-chief worker writes its copy of the outputs (default: a temporary "
+        "directory, removed at the end)",
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params)
+    # The strategy before any other TensorFlow op: a multi-worker one configures the runtime.
+    strategy, cluster, placement = distribute.setup(params.train.distribute)
     train_split, val_split = load_split(args.data / "train.npz"), load_split(args.data / "val.npz")
-    runtime = device.setup(params.train)
-    print(f"train: {params.model.arch} on {runtime['device']}, precision {runtime['precision']}")
+    runtime = {**device.setup(params.train), **placement}
+    print(
+        f"train: {params.model.arch} on {runtime['device']}, precision {runtime['precision']}, "
+        f"strategy {runtime['distribute']} ({runtime['replicas']} replicas)"
+    )
+    run = functools.partial(fit_and_write, params, strategy, train_split, val_split, runtime)
+    if cluster.is_chief:
+        return run(args.model, args.live_dir, args.record)
+    # Every worker runs the same steps, saving included, in lockstep; only the chief's are kept.
+    with contextlib.ExitStack() as stack:
+        scratch = args.worker_dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="fmnist-worker-"))
+        )
+        return run(scratch / "model.keras", scratch / "train", scratch / "train.json")
 
-    live = history.open_log(args.live_dir)
+
+def fit_and_write(
+    params: Params,
+    strategy: tf.distribute.Strategy,
+    train_split: Split,
+    val_split: Split,
+    runtime: dict,
+    model_path: Path,
+    live_dir: Path,
+    record_path: Path,
+) -> int:
+    """Train with a DVCLive log in `live_dir`; write the model and the run's record."""
+    live = history.open_log(live_dir)
     start = time.perf_counter()
-    model, fit = train(params, train_split, val_split, [history.EpochLogger(live)])
+    model, fit = train(params, train_split, val_split, [history.EpochLogger(live)], strategy)
     seconds = time.perf_counter() - start
     live.end()
 
-    models.save_model(model, args.model)
+    models.save_model(model, model_path)
     epochs = len(fit.history["loss"])
+    p, replicas = params.train, runtime["replicas"]
     record = {
         **runtime,
+        "global_batch_size": distribute.global_batch_size(p.batch_size, replicas),
+        "learning_rate": distribute.scaled_learning_rate(
+            p.learning_rate, replicas, p.scale_lr_with_replicas
+        ),
         "parameters": model.count_params(),
         "epochs_run": epochs,
         "train_seconds": round(seconds, 1),
         "images_per_second": round(epochs * len(train_split[1]) / seconds, 1),
     }
-    atomic.write_json(args.record, record)
-    print(f"train: {epochs} epochs in {seconds:.0f} s; model written to {args.model}")
+    atomic.write_json(record_path, record)
+    print(f"train: {epochs} epochs in {seconds:.0f} s; model written to {model_path}")
     return 0
 
 

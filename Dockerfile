@@ -1,0 +1,38 @@
+# The training image for Vertex AI custom training: this repository, its pinned environment,
+# and nothing else. `fmnist vertex-job` renders the job that runs it (README: "Beyond one
+# machine"). Build it from the repository root after `dvc repro prepare && dvc push`, so that
+# the dvc.lock inside names the prepared data the job pulls from the DVC remote:
+#
+#   docker build -t us-docker.pkg.dev/PROJECT/REPO/fmnist-train:$(git rev-parse --short HEAD) .
+#
+# EXTRAS=gpu (the default) installs TensorFlow with its CUDA libraries from PyPI, so a slim
+# Python base serves GPUs too; `--build-arg EXTRAS=` gives a smaller CPU-only image.
+FROM python:3.11.7-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_CPP_MIN_LOG_LEVEL=1
+
+ARG EXTRAS=gpu
+
+# A fixed, unprivileged user: the job never runs as root.
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin fmnist \
+    && install -d -o fmnist -g fmnist /home/fmnist/app
+WORKDIR /home/fmnist/app
+
+# Dependencies before the pipeline files, so editing params.yaml does not reinstall TensorFlow.
+COPY pyproject.toml README.md ./
+COPY src ./src
+# Versions: the ranges in pyproject.toml (hadolint's DL3013 asks for pins per package name).
+# hadolint ignore=DL3013
+RUN pip install ".${EXTRAS:+[$EXTRAS]}" && rm -rf build src/*.egg-info
+
+# The pipeline as committed: stages, params, the lock naming the data, the DVC remote.
+COPY --chown=fmnist:fmnist dvc.yaml dvc.lock params.yaml .dvcignore ./
+COPY --chown=fmnist:fmnist .dvc/config .dvc/config
+
+USER 10001
+# No git in the image: DVC runs without an SCM; the job copies the new dvc.lock out.
+RUN dvc config --local core.no_scm true
