@@ -13,6 +13,10 @@ import sys
 # name -> (module, one-line help). Add a command by adding a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("fmnist.params", "validate params.yaml"),
+    "lineage": ("fmnist.lineage", "print the data, params, code and model hashes of a git rev"),
+    "verify-remote": ("fmnist.remote", "check that a rev's data and models are in a DVC remote"),
+    "push": ("fmnist.push", "`dvc push`, with a clear error if the remote is not usable"),
+    "pull": ("fmnist.pull", "`dvc pull`, with a clear error if the remote is not usable"),
 }
 
 
