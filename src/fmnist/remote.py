@@ -250,8 +250,9 @@ def transfer(direction: str, argv: list[str] | None) -> int:
     parser.add_argument("targets", nargs="*", help="stages or .dvc files (default: all)")
     args = parser.parse_args(argv)
     name, config = check_remote(".", args.remote)
-    cmd = [sys.executable, "-m", "dvc", direction, "-r", name, *args.targets]
-    returncode = subprocess.run(cmd).returncode
+    from dvc.cli import main as dvc_main
+
+    returncode = dvc_main([direction, "-r", name, *args.targets])
     if returncode != 0:
         kept = "uploaded" if direction == "push" else "downloaded"
         raise RemoteError(
