@@ -2,13 +2,14 @@
 
 `fmnist verify-remote [-r REMOTE] [--rev REV]` lists every object that `dvc.lock` and the `.dvc`
 files committed at REV reference (each file of a directory output too, read from the remote's
-own copy of the directory manifest) and asks the remote's storage whether each is there. It
-does not trust DVC's local index of what was pushed, which can say "up to date" about an
-object that has since disappeared from the bucket.
+own copy of the directory manifest) and asks the remote's storage whether each is there. DVC
+does not: it takes a directory whose manifest is in the remote to be complete, so after a file
+of it is deleted from the bucket `dvc status -c` says "in sync" and `dvc push` "Everything is
+up to date". `--repair` uploads what is missing from the local cache.
 
 DVC itself reports an unreachable endpoint or a missing bucket as "unexpected error" with a
 traceback; `check_remote` and `remote_errors` turn those into one sentence naming the remote
-and what to do (used by `fmnist push` / `fmnist pull` in fmnist.sync too).
+and what to do, for `fmnist push` / `fmnist pull` (`transfer`) and `fmnist verify-remote`.
 """
 
 from __future__ import annotations
@@ -116,8 +117,9 @@ def check_reachable(name: str, config: dict, timeout: float = CONNECT_TIMEOUT_S)
     prints "unexpected error"; one plain TCP connect says the same thing at once.
     """
     address = endpoint(config)
-    if address is None:
-        return
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY"))
+    if address is None or proxied:
+        return  # a local path; or a proxy, which a direct connect would wrongly fail
     try:
         socket.create_connection(address, timeout=timeout).close()
     except OSError as exc:
@@ -358,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"remote '{name}' has all {checked} objects {args.rev} needs")
+    if checked == 0:
+        print(f"{args.rev} references no DVC-cached outputs: nothing to check in '{name}'")
+    else:
+        print(f"remote '{name}' has all {checked} objects {args.rev} needs")
     return 0
 
 
