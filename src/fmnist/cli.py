@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("fmnist.predict", "classify images with a packaged or registered model"),
     "next-version": ("fmnist.registry", "propose the next model version from the params"),
     "vertex-job": ("fmnist.vertex", "render the Vertex AI CustomJob spec that runs `train`"),
+    "lineage": ("fmnist.lineage", "print the data, params, code and model hashes of a git rev"),
+    "verify-remote": ("fmnist.remote", "check that a rev's data and models are in a DVC remote"),
+    "push": ("fmnist.push", "`dvc push`, with a clear error if the remote is not usable"),
+    "pull": ("fmnist.pull", "`dvc pull`, with a clear error if the remote is not usable"),
 }
 
 

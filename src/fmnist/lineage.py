@@ -1,13 +1,27 @@
-"""What made a model: the code commit, the data's content hashes, the params and the machine."""
+"""What made a model: the code commit, the data's content hashes, the params and the machine.
+
+`fmnist lineage [REV]` answers that for any git rev (a commit, a branch, or a GTO model version
+tag such as `model@v1.0.0`) from what is committed there: `dvc.lock` holds the content hash of
+every output and the params each stage ran with, so nothing needs to be pulled to ask.
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist.errors import PipelineError
+import yaml
+
+from fmnist.errors import PipelineError, report_errors
+
+# The stages whose outputs are the dataset version and the model version (named in dvc.yaml).
+DATA_STAGES = ("fetch", "prepare")
+MODEL_STAGES = ("train", "package")
 
 
 def git_commit(repo: str | Path = ".") -> dict:
@@ -46,3 +60,145 @@ def file_md5(path: str | Path) -> str:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def git_show(repo: str | Path, rev: str, path: str) -> str | None:
+    """The text of `path` as committed at `rev`, or None if `rev` has no such file."""
+    proc = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True
+    )
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def resolve_rev(repo: str | Path, rev: str) -> str:
+    """The full commit hash `rev` names; a PipelineError if git does not know it."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise PipelineError(f"{rev!r} is not a commit, branch or tag of the git repo at {repo}")
+    return proc.stdout.strip()
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output recorded in dvc.lock: its stage, path, DVC hash and whether DVC caches it."""
+
+    stage: str
+    path: str
+    md5: str  # ends in ".dir" for a directory: the hash of its manifest
+    legacy: bool  # a DVC 2 hash (no `hash: md5` field): stored at the remote's root
+    cached: bool  # False for `cache: false` outputs (metrics kept in git): never pushed
+
+
+def _uncached_paths(spec: dict) -> set[str]:
+    """Paths that dvc.yaml declares `cache: false` or `push: false`: not in any remote."""
+    paths = set()
+    for stage in (spec.get("stages") or {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                if isinstance(entry, dict):
+                    for path, flags in entry.items():
+                        flags = flags or {}
+                        if flags.get("cache") is False or flags.get("push") is False:
+                            paths.add(path)
+    return paths
+
+
+def lock_outputs(lock: dict, spec: dict) -> list[Output]:
+    """Every output dvc.lock records, flagged by whether dvc.yaml lets DVC cache and push it."""
+    uncached = _uncached_paths(spec)
+    return [
+        Output(
+            stage=stage,
+            path=out["path"],
+            md5=out["md5"],
+            legacy=out.get("hash") != "md5",
+            cached=out["path"] not in uncached,
+        )
+        for stage, entry in (lock.get("stages") or {}).items()
+        for out in entry.get("outs") or []
+        if "md5" in out
+    ]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def lock_params(lock: dict) -> dict:
+    """The params the stages ran with, as dotted keys, merged over all stages of dvc.lock."""
+    params: dict = {}
+    for entry in (lock.get("stages") or {}).values():
+        for values in (entry.get("params") or {}).values():
+            params.update(_flatten(values))
+    return dict(sorted(params.items()))
+
+
+def committed_lock(repo: str | Path, rev: str) -> tuple[dict, dict]:
+    """dvc.lock and dvc.yaml as committed at `rev`; an error if the pipeline never ran there."""
+    lock_text = git_show(repo, rev, "dvc.lock")
+    if lock_text is None:
+        raise PipelineError(
+            f"{rev} has no dvc.lock: its pipeline was not run and committed "
+            "(`dvc repro`, then commit dvc.lock)"
+        )
+    spec_text = git_show(repo, rev, "dvc.yaml") or "{}"
+    return yaml.safe_load(lock_text) or {}, yaml.safe_load(spec_text) or {}
+
+
+def lineage_at(repo: str | Path, rev: str) -> dict:
+    """What made the model committed at `rev`: code commit, data and model hashes, params."""
+    commit = resolve_rev(repo, rev)
+    lock, spec = committed_lock(repo, rev)
+    outputs = lock_outputs(lock, spec)
+
+    def hashes(stages: tuple[str, ...]) -> dict:
+        return {o.path: o.md5 for o in outputs if o.stage in stages and o.cached}
+
+    return {
+        "rev": rev,
+        "commit": commit,
+        "data": hashes(DATA_STAGES),
+        "model": hashes(MODEL_STAGES),
+        "params": lock_params(lock),
+    }
+
+
+def format_lineage(record: dict) -> str:
+    """The lineage record as aligned text for a terminal."""
+    lines = [f"rev      {record['rev']}", f"commit   {record['commit']}"]
+    for section in ("data", "model"):
+        for path, md5 in record[section].items():
+            lines.append(f"{section:<8} {md5}  {path}")
+    lines += [f"param    {key} = {value}" for key, value in record["params"].items()]
+    return "\n".join(lines)
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> int:
+    """`fmnist lineage [REV] [--json]`."""
+    parser = argparse.ArgumentParser(
+        prog="fmnist lineage",
+        description="Print the code commit, data hashes, model hashes and params of a rev.",
+    )
+    parser.add_argument("rev", nargs="?", default="HEAD", help="commit, branch or tag")
+    parser.add_argument("--repo", default=".", help="the git repo (default: here)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    record = lineage_at(args.repo, args.rev)
+    print(json.dumps(record, indent=2) if args.json else format_lineage(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""The DVC remotes: is everything a rev needs really in a remote, and clear errors when not.
+
+`fmnist verify-remote [-r REMOTE] [--rev REV]` lists every object that `dvc.lock` and the `.dvc`
+files committed at REV reference (each file of a directory output too, read from the remote's
+own copy of the directory manifest) and asks the remote's storage whether each is there. DVC
+does not: it takes a directory whose manifest is in the remote to be complete, so after a file
+of it is deleted from the bucket `dvc status -c` says "in sync" and `dvc push` "Everything is
+up to date". `--repair` uploads what is missing from the local cache.
+
+DVC itself reports an unreachable endpoint or a missing bucket as "unexpected error" with a
+traceback; `check_remote` and `remote_errors` turn those into one sentence naming the remote
+and what to do, for `fmnist push` / `fmnist pull` (`transfer`) and `fmnist verify-remote`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from fmnist.errors import PipelineError, report_errors
+from fmnist.lineage import committed_lock, lock_outputs, resolve_rev
+
+# gcsfs >= 2025 asks a gRPC control API for the bucket's layout on first use; an endpoint
+# other than Google's (fake-gcs-server, a proxy) does not answer it and every lookup waits
+# 60 s. With `endpointurl` set we switch that probe off (it only matters for HNS buckets).
+HNS_PROBE_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"
+GCS_ENDPOINT = "https://storage.googleapis.com"
+CONNECT_TIMEOUT_S = 5.0
+
+
+class RemoteError(PipelineError):
+    """A remote cannot be reached or used: the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class CacheObject:
+    """One object a rev needs from the remote: a file, a file inside a directory, a manifest."""
+
+    path: str  # the workspace path it restores (dir/file for a file of a directory output)
+    md5: str  # ends in ".dir" for a directory manifest
+    legacy: bool  # a DVC 2 hash: stored at the remote's root, not under files/md5/
+
+
+def dvcfile_objects(dvcfile: dict, dvcfile_path: str) -> list[CacheObject]:
+    """The cached outputs of one `.dvc` file (from `dvc add`), relative to the repo root."""
+    base = Path(dvcfile_path).parent
+    return [
+        CacheObject(
+            path=(base / out["path"]).as_posix(),
+            md5=out["md5"],
+            legacy=out.get("hash") != "md5",
+        )
+        for out in dvcfile.get("outs") or []
+        if "md5" in out and out.get("cache", True) and out.get("push", True)
+    ]
+
+
+def referenced_objects(repo: str | Path, rev: str) -> list[CacheObject]:
+    """Every cached output that dvc.lock and the `.dvc` files committed at `rev` reference."""
+    commit = resolve_rev(repo, rev)
+    objects: list[CacheObject] = []
+    with contextlib.suppress(PipelineError):  # a repo of `.dvc` files only has no dvc.lock
+        lock, spec = committed_lock(repo, commit)
+        objects += [
+            CacheObject(o.path, o.md5, o.legacy) for o in lock_outputs(lock, spec) if o.cached
+        ]
+    tracked = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", commit],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    for name in tracked:
+        if name.endswith(".dvc"):
+            text = subprocess.run(
+                ["git", "show", f"{commit}:{name}"], cwd=repo, capture_output=True, text=True
+            ).stdout
+            objects += dvcfile_objects(yaml.safe_load(text) or {}, name)
+    return sorted(set(objects), key=lambda o: (o.path, o.md5))
+
+
+def manifest_entries(directory: CacheObject, manifest: bytes) -> list[CacheObject]:
+    """The files a `.dir` manifest lists, as objects under the directory's path."""
+    return [
+        CacheObject(f"{directory.path}/{entry['relpath']}", entry["md5"], directory.legacy)
+        for entry in json.loads(manifest)
+    ]
+
+
+def endpoint(config: dict) -> tuple[str, int] | None:
+    """(host, port) that a remote's storage is reached at, or None for a local directory."""
+    url = config.get("endpointurl")
+    if not url:
+        if urlsplit(config["url"]).scheme != "gs":
+            return None  # a local path, or a cloud this check does not know
+        url = GCS_ENDPOINT
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def check_reachable(name: str, config: dict, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast, naming the remote, if its endpoint does not accept a connection.
+
+    gcsfs retries a refused connection six times with back-off (about 40 s) and DVC then
+    prints "unexpected error"; one plain TCP connect says the same thing at once.
+    """
+    address = endpoint(config)
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY"))
+    if address is None or proxied:
+        return  # a local path; or a proxy, which a direct connect would wrongly fail
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RemoteError(
+            f"remote '{name}' ({config['url']}): cannot connect to {address[0]}:{address[1]} "
+            f"({reason}). Check the network and the endpoint "
+            f"(`dvc remote modify --local {name} endpointurl URL`), then rerun; "
+            "nothing was changed locally"
+        ) from None
+
+
+def check_credentials(name: str, config: dict) -> None:
+    """Fail, naming the file, if the remote's `credentialpath` is not a usable key file."""
+    path = config.get("credentialpath")
+    if not path:
+        return  # application default credentials, the environment, or anonymous
+    fix = (
+        f"Download a service account key and run `dvc remote modify --local {name} "
+        "credentialpath KEY.json`, or remove the setting to use application default "
+        f"credentials (`dvc remote modify --local --unset {name} credentialpath`)"
+    )
+    try:
+        key = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise RemoteError(
+            f"remote '{name}': credentialpath {path}: {exc.strerror}. {fix}"
+        ) from None
+    except ValueError:
+        raise RemoteError(f"remote '{name}': credentialpath {path} is not JSON. {fix}") from None
+    if not isinstance(key, dict) or "type" not in key:
+        raise RemoteError(
+            f"remote '{name}': credentialpath {path} is not a Google credentials file "
+            f'(no "type" field). {fix}'
+        )
+
+
+def prepare_env(config: dict) -> None:
+    """Environment for talking to this remote; must run before gcsfs is imported."""
+    if config.get("endpointurl"):
+        os.environ.setdefault(HNS_PROBE_ENV, "false")
+
+
+@contextlib.contextmanager
+def remote_errors(name: str, url: str) -> Iterator[None]:
+    """Turn the storage client's exceptions into a RemoteError that says what to do."""
+    try:
+        yield
+    except PipelineError:
+        raise
+    except FileNotFoundError as exc:
+        raise RemoteError(
+            f"remote '{name}' ({url}): not found ({exc}). Create the bucket "
+            f"(`gcloud storage buckets create gs://{urlsplit(url).netloc}`) or fix the url "
+            f"(`dvc remote modify {name} url gs://BUCKET/PATH`)"
+        ) from None
+    except Exception as exc:  # the client libraries raise many unrelated types
+        text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if any(word in text for word in ("401", "403", "Forbidden", "redential", "auth")):
+            raise RemoteError(
+                f"remote '{name}' ({url}): access denied ({text}). Set credentials: "
+                f"`dvc remote modify --local {name} credentialpath KEY.json` or "
+                "`gcloud auth application-default login` (see README: Remotes)"
+            ) from None
+        raise RemoteError(
+            f"remote '{name}' ({url}): {text}. Check the remote's config "
+            f"(`dvc remote list`, `dvc config --list --show-origin`) and rerun"
+        ) from None
+
+
+def remote_config(repo_root: str | Path, name: str | None) -> tuple[str, dict]:
+    """The remote's name (the default if None) and its merged config (config.local included)."""
+    from dvc.config import ConfigError
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(repo_root)) as repo:
+            conf = repo.config
+            name = name or conf["core"].get("remote")
+            if not name:
+                raise RemoteError(
+                    "no remote given and no default remote: use `-r NAME` "
+                    "(`dvc remote list` shows them) or `dvc remote default NAME`"
+                )
+            if name not in conf["remote"]:
+                raise RemoteError(
+                    f"no remote named '{name}' (`dvc remote list` shows the configured ones)"
+                )
+            config = dict(conf["remote"][name])
+    except (ConfigError, DvcException) as exc:
+        raise RemoteError(f"DVC: {exc}") from None
+    return name, config
+
+
+def check_remote(repo_root: str | Path, name: str | None) -> tuple[str, dict]:
+    """Resolve a remote and check, quickly, that it is reachable, usable and has its bucket."""
+    from dvc.repo import Repo
+
+    name, config = remote_config(repo_root, name)
+    prepare_env(config)
+    check_credentials(name, config)
+    check_reachable(name, config)
+    url = config["url"]
+    bucket = urlsplit(url).netloc
+    if urlsplit(url).scheme == "gs":
+        with remote_errors(name, url), Repo(str(repo_root)) as repo:
+            exists = repo.cloud.get_remote(name, "check").fs.exists(bucket)
+        if not exists:
+            raise RemoteError(
+                f"remote '{name}' ({url}): bucket '{bucket}' does not exist. Create it "
+                f"(`gcloud storage buckets create gs://{bucket}`) or point the remote at "
+                f"another (`dvc remote modify {name} url gs://BUCKET/PATH`); "
+                "nothing was changed locally"
+            )
+    return name, config
+
+
+def transfer(direction: str, argv: list[str] | None) -> int:
+    """`fmnist push|pull [-r REMOTE] [TARGETS...]`: check the remote, then run `dvc push|pull`.
+
+    DVC does the transfer (and skips what is already there, so a rerun finishes an
+    interrupted one); this only adds a fast check first and a clear last line on failure.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"fmnist {direction}",
+        description=f"`dvc {direction}` with a clear error when the remote is not usable.",
+    )
+    parser.add_argument("-r", "--remote", help="remote name (default: the default remote)")
+    parser.add_argument("targets", nargs="*", help="stages or .dvc files (default: all)")
+    args = parser.parse_args(argv)
+    name, config = check_remote(".", args.remote)
+    from dvc.cli import main as dvc_main
+
+    returncode = dvc_main([direction, "-r", name, *args.targets])
+    if returncode != 0:
+        kept = "uploaded" if direction == "push" else "downloaded"
+        raise RemoteError(
+            f"`dvc {direction}` with remote '{name}' ({config['url']}) failed (exit "
+            f"{returncode}; DVC's message is above). Objects already {kept} are kept and "
+            f"the rest of your cache and workspace is untouched; rerun `fmnist {direction} "
+            f"-r {name}` to finish (only what is missing is transferred)"
+        )
+    return 0
+
+
+def missing_in_remote(
+    repo_root: str | Path, rev: str, name: str | None, repair: bool = False
+) -> tuple[str, int, list, list]:
+    """(remote name, objects checked, missing, repaired) for `rev`; items are (object, url).
+
+    Existence is asked of the remote's storage object by object; a directory's files come
+    from the remote's own manifest (or the local cache's, to name them when it is missing).
+    With `repair`, each missing object the local cache holds is uploaded (a directory's files
+    before its manifest): `dvc push` will not do it while the manifest is there, because it
+    takes a directory whose manifest is in the remote to be complete.
+    """
+    from dvc.repo import Repo
+
+    objects = referenced_objects(repo_root, rev)
+    name, config = check_remote(repo_root, name)
+    missing: list[tuple[CacheObject, str]] = []
+    repaired: list[tuple[CacheObject, str]] = []
+    checked = 0
+    with remote_errors(name, config["url"]), Repo(str(repo_root)) as repo:
+        remote = repo.cloud.get_remote(name, "verify-remote")
+        fs = remote.fs
+        fs.fs.invalidate_cache()  # ask the storage, not a listing cached in this process
+
+        def paths(obj: CacheObject) -> tuple[str, Path]:
+            odb, local = (
+                (remote.legacy_odb, repo.cache.legacy)
+                if obj.legacy
+                else (remote.odb, repo.cache.local)
+            )
+            return odb.oid_to_path(obj.md5), Path(local.oid_to_path(obj.md5))
+
+        pending = list(objects)
+        while pending:
+            obj = pending.pop()
+            path, local_path = paths(obj)
+            checked += 1
+            present = fs.exists(path)
+            if not present:
+                missing.append((obj, fs.unstrip_protocol(path)))
+            if obj.md5.endswith(".dir"):
+                if present:
+                    manifest = fs.cat_file(path)
+                elif local_path.is_file():
+                    manifest = local_path.read_bytes()
+                else:
+                    continue  # neither copy exists: the directory's files cannot be named
+                pending += manifest_entries(obj, manifest)
+        if repair:
+            # Files first, manifests last: a manifest in the remote means "complete" to DVC.
+            for obj, url in sorted(missing, key=lambda item: item[0].md5.endswith(".dir")):
+                path, local_path = paths(obj)
+                if local_path.is_file():
+                    fs.put_file(str(local_path), path)
+                    repaired.append((obj, url))
+            missing = [item for item in missing if item not in repaired]
+    missing.sort(key=lambda item: item[0].path)
+    return name, checked, missing, repaired
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> int:
+    """`fmnist verify-remote [-r REMOTE] [--rev REV]`."""
+    parser = argparse.ArgumentParser(
+        prog="fmnist verify-remote",
+        description="Check that every object a rev needs is really in a DVC remote.",
+    )
+    parser.add_argument("-r", "--remote", help="remote name (default: the default remote)")
+    parser.add_argument("--rev", default="HEAD", help="commit, branch or tag (default: HEAD)")
+    parser.add_argument("--repo", default=".", help="the repo (default: here)")
+    parser.add_argument(
+        "--repair", action="store_true", help="upload the missing objects the local cache has"
+    )
+    args = parser.parse_args(argv)
+    name, checked, missing, repaired = missing_in_remote(
+        args.repo, args.rev, args.remote, args.repair
+    )
+    for obj, url in repaired:
+        print(f"uploaded: {obj.path} (md5 {obj.md5}) {url}")
+    for obj, url in missing:
+        print(f"missing: {obj.path} (md5 {obj.md5}) {url}")
+    if missing:
+        hint = (
+            "none of them is in the local cache: push them from a machine that has them"
+            if args.repair
+            else f"upload them from this cache with `fmnist verify-remote -r {name} "
+            f"--rev {args.rev} --repair` (`dvc push` skips files of a directory whose "
+            "manifest is already there)"
+        )
+        print(
+            f"error: remote '{name}' lacks {len(missing)} of the {checked} objects "
+            f"{args.rev} needs; {hint}",
+            file=sys.stderr,
+        )
+        return 1
+    if checked == 0:
+        print(f"{args.rev} references no DVC-cached outputs: nothing to check in '{name}'")
+    else:
+        print(f"remote '{name}' has all {checked} objects {args.rev} needs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
