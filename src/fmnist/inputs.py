@@ -48,6 +48,16 @@ def augmenter(p: AugmentParams, seed: int) -> keras.Sequential | None:
     return keras.Sequential([keras.Input(shape=IMAGE_SHAPE), *transforms], name="augment")
 
 
+def _augmented(ds: tf.data.Dataset, augment: keras.Sequential | None) -> tf.data.Dataset:
+    if augment is None:
+        return ds
+    return ds.map(
+        lambda x, y: (augment(x, training=True), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
 def dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -65,10 +75,45 @@ def dataset(
     ds = ds.batch(batch_size).map(
         lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    if augment is not None:
-        ds = ds.map(
-            lambda x, y: (augment(x, training=True), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+    ds = _augmented(ds, augment)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_order(n: int, seed: int, epoch: tf.Tensor | int) -> tf.Tensor:
+    """The order of `n` training examples in `epoch`, (n,) int64: a function of (seed, epoch).
+
+    Nothing else feeds it (unlike `Dataset.shuffle`, whose orders depend on how many times this
+    process has iterated), so a run resumed at epoch k sees the orders an uninterrupted run saw.
+    """
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+
+
+def training_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epochs: range,
+    augment: keras.Sequential | None = None,
+) -> tuple[tf.data.Dataset, int]:
+    """All the training batches of `epochs`, one epoch after another, and the steps per epoch.
+
+    Fit it with `steps_per_epoch`: Keras then reads one stream across epochs, so each epoch
+    gets its own `epoch_order`, whichever epoch the run starts at.
+    """
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    steps = -(-len(images) // batch_size)
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = epoch_order(len(images), seed, epoch)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    ds = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(one_epoch)
+    ds = ds.map(
+        lambda idx: (preprocess(tf.gather(images_t, idx)), tf.gather(labels_t, idx)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = _augmented(ds, augment)
+    return ds.prefetch(tf.data.AUTOTUNE), steps

@@ -7,13 +7,14 @@ the run (`metrics/train.json`: device, precision, TensorFlow version, epochs, ti
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import keras
 
-from fmnist import atomic, device, history, inputs, models
+from fmnist import atomic, device, history, inputs, models, resume
 from fmnist.dataset import Split, load_split
 from fmnist.errors import report_errors
 from fmnist.params import Params, TrainParams, load_params
@@ -55,23 +56,43 @@ def schedule_callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
 
 
 def train(
-    params: Params, train_split: Split, val_split: Split, extra_callbacks: list | None = None
-) -> tuple[keras.Model, keras.callbacks.History]:
-    """Build, compile and fit the model; return it with its Keras history."""
+    params: Params,
+    train_split: Split,
+    val_split: Split,
+    extra_callbacks: list | None = None,
+    checkpoint: resume.Checkpoint | None = None,
+) -> tuple[keras.Model, int]:
+    """Build, compile and fit the model; return it with the number of epochs it has trained.
+
+    With a `checkpoint`, the state after each epoch is saved, and training continues from the
+    state it was given, if any.
+    """
     p = params.train
     model = models.build(params.model)
     compile_model(model, p)
+    schedule = schedule_callbacks(p)
+    callbacks = [*schedule, *(extra_callbacks or [])]
+    done, first = 0, 0
+    if checkpoint is not None:
+        checkpoint.track(schedule)
+        callbacks.append(checkpoint)  # last: it saves what the others did in the epoch
+        done = checkpoint.epochs_done
+        first = p.epochs if checkpoint.stopped else done
     augment = inputs.augmenter(p.augment, p.seed) if p.augment.enabled else None
-    train_ds = inputs.dataset(*train_split, p.batch_size, shuffle_seed=p.seed, augment=augment)
+    train_ds, steps = inputs.training_dataset(
+        *train_split, p.batch_size, p.seed, range(first, p.epochs), augment
+    )
     val_ds = inputs.dataset(*val_split, p.batch_size)
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=p.epochs,
-        callbacks=[*schedule_callbacks(p), *(extra_callbacks or [])],
+        initial_epoch=first,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
         verbose=2,
     )
-    return model, fit
+    return model, done + len(fit.history.get("loss", []))
 
 
 @report_errors
@@ -82,28 +103,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
     parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
     parser.add_argument("--record", type=Path, default=Path("metrics/train.json"))
+    # Outside DVC's outputs, which DVC deletes before the stage runs (git-ignored).
+    parser.add_argument("--backup-dir", type=Path, default=Path(".cache/train-backup"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
     train_split, val_split = load_split(args.data / "train.npz"), load_split(args.data / "val.npz")
     runtime = device.setup(params.train)
     print(f"train: {params.model.arch} on {runtime['device']}, precision {runtime['precision']}")
 
-    live = history.open_log(args.live_dir)
+    data_files = [args.data / "train.npz", args.data / "val.npz"]
+    backup = args.backup_dir / resume.fingerprint(params, data_files)
+    saved = resume.load(backup)
+    if saved is not None:
+        # DVC deleted the log with the other outputs; the backup holds it as of its epoch.
+        resume.restore_log(saved, args.live_dir)
+        print(f"train: resuming after epoch {saved.epochs_done} from {backup}")
+    live = history.open_log(args.live_dir, resume=saved is not None)
+    if saved is not None:
+        live.step = saved.epochs_done  # DVCLive cannot tell "one step logged" from "none"
     start = time.perf_counter()
-    model, fit = train(params, train_split, val_split, [history.EpochLogger(live)])
+    checkpoint = resume.Checkpoint(backup, args.live_dir, saved)
+    model, epochs = train(params, train_split, val_split, [history.EpochLogger(live)], checkpoint)
     seconds = time.perf_counter() - start
     live.end()
 
     models.save_model(model, args.model)
-    epochs = len(fit.history["loss"])
+    resumed_at = 0 if saved is None else saved.epochs_done
     record = {
         **runtime,
         "parameters": model.count_params(),
         "epochs_run": epochs,
+        "resumed_after_epoch": resumed_at,
+        # Time and speed of this process only (a resumed run's epochs after the resume).
         "train_seconds": round(seconds, 1),
-        "images_per_second": round(epochs * len(train_split[1]) / seconds, 1),
+        "images_per_second": round((epochs - resumed_at) * len(train_split[1]) / seconds, 1),
     }
     atomic.write_json(args.record, record)
+    shutil.rmtree(backup, ignore_errors=True)
     print(f"train: {epochs} epochs in {seconds:.0f} s; model written to {args.model}")
     return 0
 
