@@ -21,7 +21,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import helpers
@@ -267,6 +267,7 @@ HOSTILE_VALUES = st.one_of(
 
 
 @settings(max_examples=400, deadline=None)
+@example(edits=[(("fetch", "timeout_s"), "1e999")], drop=None)  # a string that reads as inf
 @given(
     edits=st.lists(st.tuples(st.sampled_from(LEAVES), HOSTILE_VALUES), min_size=1, max_size=3),
     drop=st.sampled_from([None, *LEAVES]),
