@@ -67,10 +67,11 @@ def test_training_killed_with_sigkill_resumes_and_matches_an_uninterrupted_run(
     tmp_path, idx_source
 ):
     reference = helpers.make_tiny_repo(tmp_path / "reference", idx_source, RESUMABLE)
+    dvc("repro", "prepare", cwd=reference)
+    repo = tmp_path / "killed"
+    shutil.copytree(reference, repo, symlinks=True)  # the same data, prepared once
     dvc("repro", "train", cwd=reference)
 
-    repo = helpers.make_tiny_repo(tmp_path / "killed", idx_source, RESUMABLE)
-    dvc("repro", "prepare", cwd=repo)
     env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
     run = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train"],

@@ -59,7 +59,11 @@ def run(params, split, backup, live, extra=()):
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_to_the_same_weights(params, tiny_data, tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_an_interrupted_run_resumes_to_the_same_weights(params, tiny_data, tmp_path, augment):
+    if augment:
+        on = dataclasses.replace(params.train.augment, rotation_deg=15, shift=0.1, zoom=0.1)
+        params = dataclasses.replace(params, train=dataclasses.replace(params.train, augment=on))
     split = tiny_data["test"]
     reference, epochs = run(params, split, tmp_path / "a", tmp_path / "live-a")
     assert epochs == EPOCHS

@@ -6,6 +6,8 @@ evaluation, packaging and `predict`, so that they cannot drift apart.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -89,31 +91,41 @@ def epoch_order(n: int, seed: int, epoch: tf.Tensor | int) -> tf.Tensor:
     return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for `epoch`'s random transforms, a function of (seed, epoch) only."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**30)
+
+
 def training_dataset(
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
     seed: int,
     epochs: range,
-    augment: keras.Sequential | None = None,
+    augment: AugmentParams | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """All the training batches of `epochs`, one epoch after another, and the steps per epoch.
 
-    Fit it with `steps_per_epoch`: Keras then reads one stream across epochs, so each epoch
-    gets its own `epoch_order`, whichever epoch the run starts at.
+    Fit it with `steps_per_epoch`: Keras then reads one stream across epochs. Each epoch has
+    its own order (`epoch_order`) and its own augmenter seeded by `epoch_seed`, so the batches
+    of epoch k are the same whichever epoch the run started at: a resumed run trains on what an
+    uninterrupted one would have.
     """
     images_t, labels_t = tf.constant(images), tf.constant(labels)
     steps = -(-len(images) // batch_size)
 
-    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = epoch_order(len(images), seed, epoch)
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    def one_epoch(epoch: int) -> tf.data.Dataset:
+        ds = tf.data.Dataset.from_tensor_slices(epoch_order(len(images), seed, epoch))
+        ds = ds.batch(batch_size).map(
+            lambda idx: (preprocess(tf.gather(images_t, idx)), tf.gather(labels_t, idx)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        if augment is not None and augment.enabled:
+            ds = _augmented(ds, augmenter(augment, epoch_seed(seed, epoch)))
+        return ds
 
-    ds = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(one_epoch)
-    ds = ds.map(
-        lambda idx: (preprocess(tf.gather(images_t, idx)), tf.gather(labels_t, idx)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    ds = _augmented(ds, augment)
-    return ds.prefetch(tf.data.AUTOTUNE), steps
+    if not epochs:  # nothing left to train: an empty stream of the same kind
+        return one_epoch(0).take(0), steps
+    stream = functools.reduce(tf.data.Dataset.concatenate, map(one_epoch, epochs))
+    return stream.prefetch(tf.data.AUTOTUNE), steps

@@ -93,7 +93,8 @@ def restore_log(saved: Saved, live_dir: Path) -> None:
     """Put the DVCLive log as it was at the checkpoint back in `live_dir`."""
     if live_dir.exists():
         shutil.rmtree(live_dir)
-    shutil.copytree(saved.directory / LOG_DIR, live_dir)
+    if (saved.directory / LOG_DIR).is_dir():
+        shutil.copytree(saved.directory / LOG_DIR, live_dir)
 
 
 def _state_variables(model: keras.Model) -> list:
@@ -162,7 +163,8 @@ class Checkpoint(keras.callbacks.Callback):
             best = next((cb.best_weights for cb in self.stateful if _has_best(cb)), None)
             if best is not None:
                 np.savez(tmp / BEST_WEIGHTS_FILE, **{f"v{i}": a for i, a in enumerate(best)})
-            shutil.copytree(self.live_dir, tmp / LOG_DIR)
+            if self.live_dir.is_dir():
+                shutil.copytree(self.live_dir, tmp / LOG_DIR)
             # Written last: a directory without it is not a checkpoint.
             (tmp / STATE_FILE).write_text(json.dumps(state))
 

@@ -78,9 +78,8 @@ def train(
         callbacks.append(checkpoint)  # last: it saves what the others did in the epoch
         done = checkpoint.epochs_done
         first = p.epochs if checkpoint.stopped else done
-    augment = inputs.augmenter(p.augment, p.seed) if p.augment.enabled else None
     train_ds, steps = inputs.training_dataset(
-        *train_split, p.batch_size, p.seed, range(first, p.epochs), augment
+        *train_split, p.batch_size, p.seed, range(first, p.epochs), p.augment
     )
     val_ds = inputs.dataset(*val_split, p.batch_size)
     fit = model.fit(
