@@ -34,6 +34,7 @@ def outputs(repo) -> dict:
         "predictions": (repo / "metrics/predictions.csv").read_text(),
         "train record": {k: v for k, v in record.items() if k not in TIMING_FIELDS},
         "log": history.read_history(repo / "metrics/train").to_dict("list"),
+        "figures": {p.name: p.read_bytes() for p in (repo / "metrics/figures").glob("*.png")},
     }
 
 
