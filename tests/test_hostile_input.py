@@ -31,6 +31,8 @@ from fmnist.errors import DataError, ParamsError, PipelineError
 from fmnist.params import ModelParams, Params, params_from_dict, params_to_dict
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# For readers that cost milliseconds per call (pandas, Keras).
+FEWER = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 
 # --- IDX -------------------------------------------------------------------------------------
 
@@ -166,7 +168,7 @@ def check_csv(data: bytes) -> None:
     dataset.check_split(images, labels, "f.csv")
 
 
-@FAST
+@FEWER
 @given(
     rows=st.integers(1, 3),
     edits=st.lists(
@@ -181,14 +183,14 @@ def test_csv_with_hostile_cells_parses_or_raises_data_error(rows, edits):
     check_csv(text.encode("utf-8", "surrogatepass"))
 
 
-@FAST
+@FEWER
 @given(data=st.binary(max_size=400))
 def test_any_bytes_parse_as_csv_or_raise_data_error(data):
     check_csv(data)
     check_csv(HEADER.encode() + b"\n" + data)
 
 
-@FAST
+@FEWER
 @given(cut=st.integers(0, 2 * (len(HEADER) + 2 * PIXELS + 4)))
 def test_truncated_csv_parses_or_raises_data_error(cut):
     text = HEADER + "\n" + "\n".join(",".join(valid_row(c)) for c in (1, 2)) + "\n"
@@ -230,7 +232,7 @@ def test_a_pickled_npy_in_a_prepared_split_is_refused_without_unpickling(tmp_pat
         dataset.load_split(path)
 
 
-@FAST
+@FEWER
 @given(data=st.binary(max_size=300))
 def test_any_bytes_load_as_a_split_or_raise_data_error(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("npz") / "train.npz"
@@ -350,7 +352,7 @@ def test_a_model_file_naming_an_unknown_function_is_refused(tmp_path):
         models.load_model(tmp_path / "sent.keras")
 
 
-@FAST
+@FEWER
 @given(data=st.binary(max_size=300))
 def test_any_bytes_load_as_a_model_or_raise_pipeline_error(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("model") / "m.keras"

@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     backup = args.backup_dir / resume.fingerprint(params, data_files)
     saved = resume.load(backup)
     if saved is not None:
-        # DVC deleted the log with the other outputs; the backup holds it as of its epoch.
+        # DVC deleted the log with the other outputs. The backup holds it as of its epoch,
+        # consistent with the weights; `persist: true` in dvc.yaml would instead keep whatever
+        # log was there, including one from an earlier, finished run.
         resume.restore_log(saved, args.live_dir)
         print(f"train: resuming after epoch {saved.epochs_done} from {backup}")
     live = history.open_log(args.live_dir, resume=saved is not None)
