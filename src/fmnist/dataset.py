@@ -203,10 +203,13 @@ def parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         if not pd.api.types.is_integer_dtype(dtype):
             cells = frame[column]
             numbers = pd.to_numeric(cells, errors="coerce")
-            row = int(np.flatnonzero((numbers.isna() | (numbers % 1 != 0)).to_numpy())[0])
-            raise DataError(
-                f"{name}: row {row + 1}, column '{column}': {cells.iloc[row]!r} is not an integer"
-            )
+            bad = np.flatnonzero((numbers.isna() | (numbers % 1 != 0)).to_numpy())
+            # No such cell: whole numbers spelt as decimals ("3.0"), refused as well.
+            row = int(bad[0]) if bad.size else 0
+            cell = cells.iloc[row]
+            plain = cell.item() if isinstance(cell, np.generic) else cell
+            shown = "an empty or NaN cell" if pd.isna(cell) else repr(plain)
+            raise DataError(f"{name}: row {row + 1}, column '{column}': {shown} is not an integer")
     values = frame.to_numpy()
     labels, pixels = values[:, 0], values[:, 1:]
     bad = np.argwhere((pixels < 0) | (pixels > 255))
@@ -255,7 +258,7 @@ def load_split(path: str | Path) -> Split:
             images, labels = data["images"], data["labels"]
     except FileNotFoundError:
         raise DataError(f"{path}: missing; run `dvc repro prepare`") from None
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a prepared split ({exc}); run `dvc repro prepare`") from None
     check_split(images, labels, str(path))
     return images, labels

@@ -141,6 +141,22 @@ def build(p: ModelParams) -> keras.Model:
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
+def _renumber_shared(config, ids: dict | None = None):
+    """`config` with each `shared_object_id` (Keras uses the Python `id()` of the object, which
+    differs from process to process) replaced by its order of first appearance."""
+    ids = {} if ids is None else ids
+    if isinstance(config, list):
+        return [_renumber_shared(item, ids) for item in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key == "shared_object_id":
+            value = ids.setdefault(value, len(ids))
+        out[key] = _renumber_shared(value, ids)
+    return out
+
+
 def save_model(model: keras.Model, path: str | Path) -> None:
     """Save `model` as a `.keras` archive atomically, with bytes that depend only on the model."""
     with atomic.atomic_path(path) as tmp:
@@ -154,6 +170,8 @@ def save_model(model: keras.Model, path: str | Path) -> None:
                     meta = json.loads(data)
                     meta.pop("date_saved", None)
                     data = json.dumps(meta, sort_keys=True).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(_renumber_shared(json.loads(data)), sort_keys=True).encode()
                 dst.writestr(zipfile.ZipInfo(info.filename, date_time=_FIXED_ZIP_TIME), data)
         raw.unlink()
         tmp.write_bytes(out.getvalue())
@@ -166,5 +184,6 @@ def load_model(path: str | Path) -> keras.Model:
         raise PipelineError(f"{path}: no model there; run `dvc repro train`")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+    # TypeError: a config naming a function or class that is not registered.
+    except (ValueError, TypeError, OSError, zipfile.BadZipFile, KeyError) as exc:
         raise PipelineError(f"{path}: not a loadable Keras model ({exc})") from None

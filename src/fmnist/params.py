@@ -356,7 +356,8 @@ def _scalar(hint: type, value: Any) -> Any:
         if isinstance(value, (int, float)):
             return float(value) if math.isfinite(value) else None
         if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
-            return float(value)
+            number = float(value)  # "1e999" is inf
+            return number if math.isfinite(number) else None
         return None
     if hint is str:
         return value if isinstance(value, str) else None

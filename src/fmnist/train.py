@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import shutil
 import sys
 import tempfile
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from fmnist import atomic, device, distribute, history, inputs, models
+from fmnist import atomic, device, distribute, history, inputs, models, resume
 from fmnist.dataset import Split, load_split
 from fmnist.errors import report_errors
 from fmnist.params import Params, TrainParams, load_params
@@ -89,8 +90,13 @@ def train(
     val_split: Split,
     extra_callbacks: list | None = None,
     strategy: tf.distribute.Strategy | None = None,
-) -> tuple[keras.Model, keras.callbacks.History]:
-    """Build, compile and fit the model under `strategy` (default: TensorFlow's default one)."""
+    checkpoint: resume.Checkpoint | None = None,
+) -> tuple[keras.Model, int]:
+    """Build, compile and fit the model under `strategy` (default: TensorFlow's default one).
+
+    Returns the model and the number of epochs it has trained. With a `checkpoint`, the state
+    after each epoch is saved, and training continues from the state it was given, if any.
+    """
     p = params.train
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
@@ -105,15 +111,24 @@ def train(
     train_ds = inputs.training_dataset(*train_split, batch, p.seed, counter.epoch, augment)
     train_ds = distribute.shard_by_data(train_ds)
     val_ds = distribute.shard_by_data(inputs.dataset(*val_split, batch))
+    schedule = schedule_callbacks(p)
+    # The counter first: the epoch's batches are drawn after it has published the epoch.
+    callbacks = [counter, *schedule, *(extra_callbacks or [])]
+    done = first = 0
+    if checkpoint is not None:
+        checkpoint.track(schedule)
+        callbacks.append(checkpoint)  # last: it saves what the others did in the epoch
+        done = checkpoint.epochs_done
+        first = p.epochs if checkpoint.stopped else done
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=p.epochs,
-        # The counter first: the epoch's batches are drawn after it has published the epoch.
-        callbacks=[counter, *schedule_callbacks(p), *(extra_callbacks or [])],
+        initial_epoch=first,
+        callbacks=callbacks,
         verbose=2,
     )
-    return model, fit
+    return model, done + len(fit.history.get("loss", []))
 
 
 @report_errors
@@ -124,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
     parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
     parser.add_argument("--record", type=Path, default=Path("metrics/train.json"))
+    # Outside DVC's outputs, which DVC deletes before the stage runs (git-ignored).
+    parser.add_argument("--backup-dir", type=Path, default=Path(".cache/train-backup"))
     parser.add_argument(
         "--worker-dir",
         type=Path,
@@ -140,15 +157,19 @@ def main(argv: list[str] | None = None) -> int:
         f"train: {params.model.arch} on {runtime['device']}, precision {runtime['precision']}, "
         f"strategy {runtime['distribute']} ({runtime['replicas']} replicas)"
     )
+    data_files = [args.data / "train.npz", args.data / "val.npz"]
+    fingerprint = resume.fingerprint(params, data_files)
     run = functools.partial(fit_and_write, params, strategy, train_split, val_split, runtime)
     if cluster.is_chief:
-        return run(args.model, args.live_dir, args.record)
+        return run(args.model, args.live_dir, args.record, args.backup_dir / fingerprint)
     # Every worker runs the same steps, saving included, in lockstep; only the chief's are kept.
     with contextlib.ExitStack() as stack:
         scratch = args.worker_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="fmnist-worker-"))
         )
-        return run(scratch / "model.keras", scratch / "train", scratch / "train.json")
+        return run(
+            scratch / "model.keras", scratch / "train", scratch / "train.json", scratch / "backup"
+        )
 
 
 def fit_and_write(
@@ -160,16 +181,30 @@ def fit_and_write(
     model_path: Path,
     live_dir: Path,
     record_path: Path,
+    backup: Path,
 ) -> int:
-    """Train with a DVCLive log in `live_dir`; write the model and the run's record."""
-    live = history.open_log(live_dir)
+    """Train with a DVCLive log in `live_dir`, resuming from `backup` if a killed run left one;
+    write the model and the run's record."""
+    saved = resume.load(backup)
+    if saved is not None:
+        # DVC deleted the log with the other outputs. The backup holds it as of its epoch,
+        # consistent with the weights; `persist: true` in dvc.yaml would instead keep whatever
+        # log was there, including one from an earlier, finished run.
+        resume.restore_log(saved, live_dir)
+        print(f"train: resuming after epoch {saved.epochs_done} from {backup}")
+    live = history.open_log(live_dir, resume=saved is not None)
+    if saved is not None:
+        live.step = saved.epochs_done  # DVCLive cannot tell "one step logged" from "none"
+    checkpoint = resume.Checkpoint(backup, live_dir, saved)
     start = time.perf_counter()
-    model, fit = train(params, train_split, val_split, [history.EpochLogger(live)], strategy)
+    model, epochs = train(
+        params, train_split, val_split, [history.EpochLogger(live)], strategy, checkpoint
+    )
     seconds = time.perf_counter() - start
     live.end()
 
     models.save_model(model, model_path)
-    epochs = len(fit.history["loss"])
+    resumed_at = 0 if saved is None else saved.epochs_done
     p, replicas = params.train, runtime["replicas"]
     record = {
         **runtime,
@@ -179,10 +214,13 @@ def fit_and_write(
         ),
         "parameters": model.count_params(),
         "epochs_run": epochs,
+        "resumed_after_epoch": resumed_at,
+        # Time and speed of this process only (a resumed run's epochs after the resume).
         "train_seconds": round(seconds, 1),
-        "images_per_second": round(epochs * len(train_split[1]) / seconds, 1),
+        "images_per_second": round((epochs - resumed_at) * len(train_split[1]) / seconds, 1),
     }
     atomic.write_json(record_path, record)
+    shutil.rmtree(backup, ignore_errors=True)
     print(f"train: {epochs} epochs in {seconds:.0f} s; model written to {model_path}")
     return 0
 

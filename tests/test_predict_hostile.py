@@ -1,0 +1,125 @@
+"""`fmnist predict` given hostile files: one `error:` line and exit 1, never a crash or a change.
+
+Written against the command's contract (`fmnist predict FILE`, run in a reproduced repo so the
+default package `models/package` is there), not its internals; skipped until the `predict`
+command exists. If its arguments differ, adjust `predict_argv` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fmnist import cli
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif("predict" not in cli.COMMANDS, reason="`fmnist predict` is not merged"),
+]
+
+FEW = settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def predict_argv(path) -> list[str]:
+    return ["predict", str(path)]
+
+
+@pytest.fixture(scope="module")
+def repo(reproduced_repo, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("predict") / "repo"
+    shutil.copytree(reproduced_repo, copy, symlinks=True)
+    return copy
+
+
+def snapshot(repo) -> dict[str, str]:
+    """Hashes of everything predict must leave alone."""
+    files = [p for d in ("data", "metrics", "models") for p in (repo / d).rglob("*") if p.is_file()]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def refused(repo, monkeypatch, capsys, name: str, data: bytes) -> str:
+    """Run predict on a file holding `data`; check it failed cleanly; return its error."""
+    path = repo.parent / name
+    path.write_bytes(data)
+    before = snapshot(repo)
+    monkeypatch.chdir(repo)
+    code = cli.main(predict_argv(path))
+    err = capsys.readouterr().err
+    assert code == 1, f"predict accepted {name}"
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert snapshot(repo) == before
+    return err
+
+
+def png(array: np.ndarray, mode: str | None = None) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array, mode).save(out, format="PNG")
+    return out.getvalue()
+
+
+GOOD_PNG = png(np.zeros((28, 28), np.uint8))
+
+
+@FEW
+@given(data=st.binary(max_size=200))
+def test_random_bytes_as_png_jpeg_npy_idx_csv(repo, monkeypatch, capsys, data):
+    for name in ("x.png", "x.jpg", "x.npy", "x-ubyte", "x.csv"):
+        refused(repo, monkeypatch, capsys, name, data)
+
+
+@FEW
+@given(cut=st.integers(0, len(GOOD_PNG) - 1))
+def test_truncated_png(repo, monkeypatch, capsys, cut):
+    refused(repo, monkeypatch, capsys, "cut.png", GOOD_PNG[:cut])
+
+
+@pytest.mark.parametrize(
+    ("name", "array", "mode"),
+    [
+        ("rgb.png", np.zeros((28, 28, 3), np.uint8), None),
+        ("rgba.png", np.zeros((28, 28, 4), np.uint8), None),
+        ("big.png", np.zeros((32, 32), np.uint8), None),
+        ("tiny.png", np.zeros((1, 1), np.uint8), None),
+        ("wide16.png", np.zeros((28, 28), np.uint16), "I;16"),
+    ],
+)
+def test_wrong_size_or_mode_images(repo, monkeypatch, capsys, name, array, mode):
+    refused(repo, monkeypatch, capsys, name, png(array, mode))
+
+
+def test_a_png_declaring_a_huge_image_is_refused_without_decoding_it(repo, monkeypatch, capsys):
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # 10^10 grey pixels
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    refused(repo, monkeypatch, capsys, "bomb.png", data)
+
+
+@pytest.mark.parametrize(
+    ("name", "array"),
+    [
+        ("pickled.npy", np.array([{"a": 1}], dtype=object)),
+        ("floats3d.npy", np.zeros((2, 28, 28, 3), np.float32)),
+        ("shape.npy", np.zeros((2, 30, 30), np.uint8)),
+        ("empty.npy", np.zeros((0, 28, 28), np.uint8)),
+        ("negative.npy", -np.ones((1, 28, 28), np.int16)),
+        ("nan.npy", np.full((1, 28, 28), np.nan, np.float32)),
+    ],
+)
+def test_hostile_npy(repo, monkeypatch, capsys, name, array):
+    out = io.BytesIO()
+    np.save(out, array, allow_pickle=True)
+    err = refused(repo, monkeypatch, capsys, name, out.getvalue())
+    if name == "pickled.npy":
+        assert "pickle" in err.lower()

@@ -1,0 +1,125 @@
+"""The pipeline's promises, tested by forcing the failure: reruns, SIGKILL, a full disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import helpers
+from fmnist import history
+from helpers import dvc
+
+pytestmark = pytest.mark.slow
+
+# What metrics/train.json may legitimately change between two identical runs.
+TIMING_FIELDS = ("train_seconds", "images_per_second")
+
+
+def outputs(repo) -> dict:
+    """The files that must not change when nothing that made them changed."""
+    record = json.loads((repo / "metrics/train.json").read_text())
+    return {
+        "model": (repo / "models/model.keras").read_bytes(),
+        "package model": (repo / "models/package/model.keras").read_bytes(),
+        "eval": (repo / "metrics/eval.json").read_text(),
+        "per class": (repo / "metrics/per_class.csv").read_text(),
+        "predictions": (repo / "metrics/predictions.csv").read_text(),
+        "train record": {k: v for k, v in record.items() if k not in TIMING_FIELDS},
+        "log": history.read_history(repo / "metrics/train").to_dict("list"),
+        "figures": {p.name: p.read_bytes() for p in (repo / "metrics/figures").glob("*.png")},
+    }
+
+
+def test_forced_rerun_gives_byte_identical_model_and_metrics(reproduced_repo, tmp_path):
+    repo = tmp_path / "copy"
+    shutil.copytree(reproduced_repo, repo, symlinks=True)
+    first = outputs(repo)
+    out = dvc("repro", "-f", cwd=repo).stdout
+    assert "Running stage 'train'" in out  # really retrained, not restored from the cache
+    second = outputs(repo)
+    for name in first:
+        assert first[name] == second[name], f"{name} differs between two identical runs"
+
+
+# Long enough to be killed in the middle; the schedules are on so that their state must survive
+# the kill (ReduceLROnPlateau cuts the rate, EarlyStopping keeps the best weights).
+RESUMABLE = {
+    "train.epochs": 8,
+    "train.reduce_lr.patience": 1,
+    "train.early_stopping.patience": 8,
+}
+
+
+def checkpointed_epochs(repo) -> int:
+    """Epochs the training backup in `repo` holds (0 when there is none)."""
+    states = list((repo / ".cache/train-backup").glob("*/state.json"))
+    return json.loads(states[0].read_text())["epochs_done"] if states else 0
+
+
+def test_training_killed_with_sigkill_resumes_and_matches_an_uninterrupted_run(
+    tmp_path, idx_source
+):
+    reference = helpers.make_tiny_repo(tmp_path / "reference", idx_source, RESUMABLE)
+    dvc("repro", "prepare", cwd=reference)
+    repo = tmp_path / "killed"
+    shutil.copytree(reference, repo, symlinks=True)  # the same data, prepared once
+    dvc("repro", "train", cwd=reference)
+
+    env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "train"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill reaches the stage too
+    )
+    while checkpointed_epochs(repo) < 1 and run.poll() is None:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    done = checkpointed_epochs(repo)
+    assert 1 <= done < RESUMABLE["train.epochs"], "not killed in the middle of training"
+    assert not (repo / "models/model.keras").exists()
+
+    out = dvc("repro", "train", cwd=repo).stdout
+    assert f"resuming after epoch {done}" in out
+    assert f"Epoch {done + 1}/8" in out and "Epoch 1/8" not in out  # no epoch trained twice
+    log = history.read_history(repo / "metrics/train")
+    assert log["step"].tolist() == list(range(8))  # the log continued: each epoch once
+    assert log.to_dict("list") == history.read_history(reference / "metrics/train").to_dict("list")
+    assert (repo / "models/model.keras").read_bytes() == (
+        reference / "models/model.keras"
+    ).read_bytes()
+    record = json.loads((repo / "metrics/train.json").read_text())
+    assert record["epochs_run"] == 8 and record["resumed_after_epoch"] == done
+    assert not list((repo / ".cache/train-backup").iterdir())  # removed after success
+
+
+def limit_file_size(max_bytes: int):
+    """For `preexec_fn`: files can grow to `max_bytes`, as on a disk that is almost full."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+
+def test_a_full_disk_stops_a_stage_with_a_clear_error_and_no_partial_output(tiny_repo):
+    dvc("repro", "fetch", cwd=tiny_repo)
+    # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG, like ENOSPC would.
+    proc = helpers.run(
+        [sys.executable, "-m", "fmnist.prepare"],
+        cwd=tiny_repo,
+        check=False,
+        preexec_fn=limit_file_size(64 * 1024),
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write data/prepared")
+    assert "File too large" in proc.stderr
+    assert not (tiny_repo / "data/prepared").exists()
+    assert not list((tiny_repo / "data").glob(".prepared.*"))  # no temporary left behind
