@@ -297,8 +297,9 @@ def dvc_json(root: Path, *args: str) -> dict:
         [sys.executable, "-m", "dvc", *args, "--json"], cwd=root, capture_output=True, text=True
     )
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise PipelineError(f"`dvc {' '.join(args)}` failed: {last}")
+        lines = proc.stderr.strip().splitlines() or ["(no output)"]
+        first_error = next((line for line in lines if line.startswith("ERROR")), lines[-1])
+        raise PipelineError(f"`dvc {' '.join(args)}` failed: {first_error}")
     return json.loads(proc.stdout or "{}")
 
 
@@ -319,8 +320,8 @@ def compare(
     )
 
 
-@report_errors
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line of `fmnist report`."""
     parser = argparse.ArgumentParser(prog="fmnist report", description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="HEAD", help="the rev to compare with (default HEAD)")
     parser.add_argument(
@@ -333,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.01,
         help="list a class when its F1 moved by at least this much (default 0.01)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
 
     root = Path.cwd()
     base, new = resolve(args.base, root), resolve(args.rev, root)
