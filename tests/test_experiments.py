@@ -79,6 +79,12 @@ def experiments(repo: Path) -> dict[str, dict]:
     return found
 
 
+def head_ref_dir(repo: Path) -> str:
+    """Where DVC keeps the experiments of HEAD: refs/exps/<sha[:2]>/<sha[2:]>/<name>."""
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    return f"{head[:2]}/{head[2:]}"
+
+
 def by_rate(repo: Path) -> dict[float, str]:
     return {exp["lr"]: name for name, exp in experiments(repo).items()}
 
@@ -173,7 +179,8 @@ def test_report_between_two_experiments_has_both_diffs_and_the_images(swept):
         assert f"]({link})" in text
         assert (repo / "review" / link).read_bytes().startswith(b"\x89PNG")
     base_png = (repo / "review/report_assets/base-confusion_matrix.png").read_bytes()
-    show = ["git", "show", f"{low}:metrics/figures/confusion_matrix.png"]
+    low_commit = git("rev-parse", f"refs/exps/{head_ref_dir(repo)}/{low}", cwd=repo).strip()
+    show = ["git", "show", f"{low_commit}:metrics/figures/confusion_matrix.png"]
     assert base_png == subprocess.run(show, cwd=repo, capture_output=True, check=True).stdout
 
 
