@@ -201,3 +201,10 @@ def test_an_unknown_rev_fails_with_one_line_and_writes_nothing(two_commits):
     )
     assert not (two_commits / "report.md").exists()
     assert not (two_commits / "report_assets").exists()
+
+
+@pytest.mark.slow  # runs git
+def test_outside_a_git_repository_it_says_so(tmp_path):
+    proc = fmnist("report", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "is not in a git repository" in proc.stderr
+    assert not (tmp_path / "report.md").exists()

@@ -342,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     root = Path.cwd()
+    if _git(root, "rev-parse", "--git-dir").returncode != 0:
+        raise PipelineError(
+            f"{root} is not in a git repository: run `fmnist report` in the project"
+        )
     base, new = resolve(args.base, root), resolve(args.rev, root)
     if base.commit is None:
         raise PipelineError("--base must be a commit, branch, tag or experiment, not the workspace")
