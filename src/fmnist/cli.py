@@ -13,10 +13,7 @@ import sys
 # name -> (module, one-line help). Add a command by adding a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("fmnist.params", "validate params.yaml"),
-    "report": (
-        "fmnist.report",
-        "write a Markdown report comparing a rev or the workspace with a base",
-    ),
+    "report": ("fmnist.report", "compare the workspace or a rev with a base rev, as Markdown"),
 }
 
 
