@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def wait_for_queue(repo: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def swept(reproduced_repo, tmp_path_factory) -> tuple[Path, list[str]]:
+def swept(reproduced_repo, tmp_path_factory) -> Iterator[tuple[Path, dict[str, str]]]:
     """A copy of the reproduced repo on which a queued sweep of three learning rates ran."""
     repo = tmp_path_factory.mktemp("swept") / "repo"
     shutil.copytree(reproduced_repo, repo, symlinks=True)
@@ -57,8 +58,12 @@ def swept(reproduced_repo, tmp_path_factory) -> tuple[Path, list[str]]:
     grid = "train.learning_rate=" + ",".join(map(str, RATES))  # DVC's (Hydra's) choice sweep
     queued = dvc("exp", "run", "--queue", "-S", grid, cwd=repo).stdout
     assert queued.count("Queued experiment") == len(RATES)
-    dvc("queue", "start", "-j", "1", cwd=repo)
-    return repo, wait_for_queue(repo)
+    # The worker `queue start` leaves running inherits its stdout: a pipe would never close.
+    with open(repo.parent / "queue-start.log", "w") as log:
+        start = [sys.executable, "-m", "dvc", "queue", "start", "-j", "1"]
+        subprocess.run(start, cwd=repo, stdout=log, stderr=subprocess.STDOUT, check=True)
+    yield repo, wait_for_queue(repo)
+    dvc("queue", "stop", cwd=repo, check=False)  # leave no idle worker behind
 
 
 def experiments(repo: Path) -> dict[str, dict]:
