@@ -2,8 +2,9 @@
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATASET_DIR := /usr/share/datasets/fashion-mnist
+BASE ?= main
 
-.PHONY: help dataset install repro test lint format
+.PHONY: help dataset install repro test lint format report
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,10 +24,14 @@ test: install ## lint, then the whole test suite (offline)
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m pytest
 
-lint: ## lint only
+lint: ## lint only (code, and the CI workflows against GitHub's schema)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m check_jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 format: ## format and fix what ruff can
 	$(PYTHON) -m ruff format .
 	$(PYTHON) -m ruff check --fix .
+
+report: ## preview the PR comment: the workspace against BASE (default main) in report.md
+	fmnist report --base $(BASE) -o report.md

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-remote": ("fmnist.remote", "check that a rev's data and models are in a DVC remote"),
     "push": ("fmnist.push", "`dvc push`, with a clear error if the remote is not usable"),
     "pull": ("fmnist.pull", "`dvc pull`, with a clear error if the remote is not usable"),
+    "report": ("fmnist.report", "compare the workspace or a rev with a base rev, as Markdown"),
 }
 
 
