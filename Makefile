@@ -19,9 +19,7 @@ install: ## install the project and its dev tools (editable)
 repro: dataset install ## the main job: install, then run the whole pipeline on the default params
 	dvc repro
 
-test: install ## lint, then the whole test suite (offline)
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
+test: install lint ## lint, then the whole test suite (offline)
 	$(PYTHON) -m pytest
 
 lint: ## lint only (code, and the CI workflows against GitHub's schema)
