@@ -201,7 +201,9 @@ def test_the_project_has_a_default_local_remote_and_a_gcs_remote():
 
 
 KEY_NAMES = re.compile(r"(^|/)(config\.local|.*credential.*\.json|.*\.(pem|p12|key))$", re.I)
-KEY_TEXT = re.compile(r'"private_key"|-----BEGIN [A-Z ]*PRIVATE KEY-----')
+# Spelled in pieces so that this file (and the tests that mention the words) do not match.
+PRIVATE_KEY_FIELD = '"private' + '_key"'
+KEY_TEXT = re.compile(PRIVATE_KEY_FIELD + "|-----BEGIN [A-Z ]*PRIVATE" + " KEY-----")
 
 
 def tracked_secrets(repo: Path) -> list[str]:
@@ -213,8 +215,7 @@ def tracked_secrets(repo: Path) -> list[str]:
     for name in names:
         path = repo / name
         text = path.read_text(errors="ignore") if path.is_file() else ""
-        # This file spells the patterns out; it holds none of them as data.
-        if KEY_NAMES.search(name) or (KEY_TEXT.search(text) and name != "tests/test_lineage.py"):
+        if KEY_NAMES.search(name) or KEY_TEXT.search(text):
             found.append(name)
     return found
 
@@ -227,7 +228,7 @@ def test_the_credential_guard_finds_a_committed_key(tmp_path):
     repo = tmp_path / "repo"
     (repo / ".dvc").mkdir(parents=True)
     git("init", "-q", cwd=repo)
-    (repo / "sa.json").write_text('{"type": "service_account", "private_key": "x"}')
+    (repo / "sa.json").write_text('{"type": "service_account", ' + PRIVATE_KEY_FIELD + ': "x"}')
     (repo / ".dvc/config.local").write_text("")
     (repo / "ok.txt").write_text("nothing secret")
     git("add", "-A", cwd=repo)

@@ -14,6 +14,7 @@ with colour channels, of the wrong dtype, or corrupt is refused with a message n
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import tempfile
@@ -46,10 +47,19 @@ def _size(shape: tuple[int, ...]) -> str:
     return "×".join(str(d) for d in shape)
 
 
+# Every complete PNG ends with this chunk (length 0, type IEND, its CRC).
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
 def read_image(path: Path) -> np.ndarray:
     """An 8-bit grayscale 28×28 PNG or JPEG as (1, 28, 28) uint8."""
     try:
-        with Image.open(path) as img:
+        data = path.read_bytes()
+        if data.startswith(_PNG_SIGNATURE) and not data.endswith(_PNG_END):
+            # Pillow decodes a PNG cut off after its pixel data without complaint.
+            raise ImageError(f"{path}: not a readable image, or truncated (no closing IEND chunk)")
+        with Image.open(io.BytesIO(data)) as img:
             # Mode and size come from the header: check them before decoding any pixels.
             if img.mode != "L":
                 bands = len(img.getbands())
