@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ast
-import importlib
 import re
 
 import pytest
 import yaml
 
-from fmnist.cli import COMMANDS
+from fmnist.cli import COMMANDS, entry_point
 from helpers import ROOT
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -95,5 +94,4 @@ def test_outputs_of_one_stage_are_not_written_by_another():
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_cli_command_has_a_main(name):
-    module = importlib.import_module(COMMANDS[name][0])
-    assert callable(module.main)
+    assert callable(entry_point(COMMANDS[name][0]))

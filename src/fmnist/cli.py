@@ -1,7 +1,7 @@
 """The `fmnist` command: tools around the pipeline (the stages themselves run from dvc.yaml).
 
-Each subcommand is a module with its own `main(argv) -> int`; it is imported only when used,
-so `fmnist params` does not pay for importing TensorFlow.
+Each subcommand is a function `main(argv) -> int` (or `module:function`) with its own argparse;
+its module is imported only when used, so `fmnist params` does not pay for importing TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vertex-job": ("fmnist.vertex", "render the Vertex AI CustomJob spec that runs `train`"),
     "lineage": ("fmnist.lineage", "print the data, params, code and model hashes of a git rev"),
     "verify-remote": ("fmnist.remote", "check that a rev's data and models are in a DVC remote"),
-    "push": ("fmnist.push", "`dvc push`, with a clear error if the remote is not usable"),
-    "pull": ("fmnist.pull", "`dvc pull`, with a clear error if the remote is not usable"),
+    "push": ("fmnist.remote:push", "`dvc push`, with a clear error if the remote is not usable"),
+    "pull": ("fmnist.remote:pull", "`dvc pull`, with a clear error if the remote is not usable"),
     "report": ("fmnist.report", "compare the workspace or a rev with a base rev, as Markdown"),
 }
 
@@ -31,8 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return module.main(rest)
+    return entry_point(COMMANDS[args.command][0])(rest)
+
+
+def entry_point(target: str):
+    """The function `module:function` names (`main` when only a module is named)."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function or "main")
 
 
 if __name__ == "__main__":

@@ -367,5 +367,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@report_errors
+def push(argv: list[str] | None = None) -> int:
+    """`fmnist push`: check the remote, then `dvc push`."""
+    return transfer("push", argv)
+
+
+@report_errors
+def pull(argv: list[str] | None = None) -> int:
+    """`fmnist pull`: check the remote, then `dvc pull`."""
+    return transfer("pull", argv)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -126,6 +126,7 @@ def train(
         epochs=p.epochs,
         initial_epoch=first,
         callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, by (seed, epoch)
         verbose=2,
     )
     return model, done + len(fit.history.get("loss", []))
