@@ -1,8 +1,8 @@
 """`fmnist predict` given hostile files: one `error:` line and exit 1, never a crash or a change.
 
 Written against the command's contract (`fmnist predict FILE`, run in a reproduced repo so the
-default package `models/package` is there), not its internals; skipped until the `predict`
-command exists. If its arguments differ, adjust `predict_argv` only.
+default package `models/package` is there), not its internals. If its arguments change,
+adjust `predict_argv` only.
 """
 
 from __future__ import annotations
@@ -21,10 +21,7 @@ from PIL import Image
 
 from fmnist import cli
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif("predict" not in cli.COMMANDS, reason="`fmnist predict` is not merged"),
-]
+pytestmark = pytest.mark.slow
 
 FEW = settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 
