@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from fmnist import recipes
 from fmnist.dataset import CSV_FILES, IDX_FILES, IMAGE_SIZE, NUM_CLASSES, encode_csv, encode_idx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,14 +89,8 @@ TINY_PARAMS = {
 
 
 def set_params(params_file: Path, overrides: dict) -> None:
-    """Set dotted keys in a params file (like `dvc exp run -S`)."""
-    data = yaml.safe_load(params_file.read_text())
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = data
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
+    """Set existing dotted keys in a params file (like `dvc exp run -S`)."""
+    data = recipes.apply(yaml.safe_load(params_file.read_text()), overrides)
     params_file.write_text(yaml.safe_dump(data, sort_keys=False))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from fmnist import recipes
 from fmnist.errors import ParamsError
 from fmnist.params import Params, load_params, params_from_dict, params_to_dict
 from helpers import ROOT
@@ -15,13 +16,7 @@ def defaults() -> dict:
 
 
 def with_value(dotted: str, value) -> dict:
-    data = defaults()
-    *parents, leaf = dotted.split(".")
-    node = data
-    for key in parents:
-        node = node[key]
-    node[leaf] = value
-    return data
+    return recipes.apply(defaults(), {dotted: value})
 
 
 def test_params_yaml_holds_exactly_the_documented_defaults():

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 import helpers
-from fmnist import registry
+from fmnist import recipes, registry
 from fmnist.dataset import load_split
 from fmnist.errors import PipelineError
 from fmnist.params import Params, params_to_dict
@@ -28,14 +28,8 @@ def defaults() -> dict:
 
 
 def changed(**dotted) -> dict:
-    params = defaults()
-    for key, value in dotted.items():
-        *parents, leaf = key.split("__")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return params
+    """The default params with `model__arch=...`-style keys set."""
+    return recipes.apply(defaults(), {k.replace("__", "."): v for k, v in dotted.items()})
 
 
 def test_dvc_yaml_declares_the_packaged_model_and_gto_its_stages():
