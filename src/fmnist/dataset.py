@@ -165,17 +165,22 @@ def parse_idx_split(
     return images, labels
 
 
-def read_idx_dir(directory: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split from the decompressed IDX files in `directory`."""
+def read_idx_dir(directory: str | Path) -> tuple[dict[str, Split], dict[str, str]]:
+    """Every split from the decompressed IDX files in `directory`, and each file's SHA-256
+    (read once: the hashes are the dataset version a package records)."""
     directory = Path(directory)
-    blobs = []
-    for name in IDX_FILES[split]:
-        path = directory / name
-        try:
-            blobs.append(path.read_bytes())
-        except FileNotFoundError:
-            raise DataError(f"{path}: missing; run `dvc repro fetch` to get the data") from None
-    return parse_idx_split(*blobs, split)
+    splits, digests = {}, {}
+    for split, names in IDX_FILES.items():
+        blobs = []
+        for name in names:
+            path = directory / name
+            try:
+                blobs.append(path.read_bytes())
+            except FileNotFoundError:
+                raise DataError(f"{path}: missing; run `dvc repro fetch` to get the data") from None
+            digests[name] = sha256(blobs[-1])
+        splits[split] = parse_idx_split(*blobs, split)
+    return splits, dict(sorted(digests.items()))
 
 
 def parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ from sklearn.model_selection import train_test_split
 from fmnist import atomic
 from fmnist.dataset import (
     CLASS_NAMES,
-    IDX_FILES,
     NUM_CLASSES,
     Split,
     encode_npz,
@@ -105,14 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=Path, default=Path("metrics/figures/samples.png"))
     args = parser.parse_args(argv)
     params = load_params(args.params).prepare
-    raw = {split: read_idx_dir(args.raw, split) for split in IDX_FILES}
+    raw, raw_digests = read_idx_dir(args.raw)
     splits = prepare(raw["train"], raw["test"], params)
 
     from fmnist import figures  # matplotlib only once the data is known to be good
 
-    manifest = {"raw": {}, "prepared": {}}
-    for name in sorted(p.name for p in args.raw.iterdir()):
-        manifest["raw"][name] = sha256((args.raw / name).read_bytes())
+    manifest = {"raw": raw_digests, "prepared": {}}
     with atomic.atomic_path(args.out) as tmp:
         tmp.mkdir()
         for name, (images, labels) in splits.items():
