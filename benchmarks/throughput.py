@@ -1,10 +1,19 @@
 """Training throughput: the pipeline's input path vs the seed notebook's plain `fit` on NumPy.
 
-Same model, batch size and images; timed epochs alternate between the two so that machine
-noise hits both alike. Prints images/s (median of the rounds), the ratio, and the achieved
-fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs).
+Same model, batch size and images for every method. Each timed run is one `fit` call of
+several epochs, as training really runs (Keras makes a new input iterator every epoch, and
+what happens between epochs counts). Runs alternate between the methods so that machine noise
+hits all alike. Prints images/s (median of the rounds), the ratio to plain `fit`, and the
+achieved fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs).
 
     python3 benchmarks/throughput.py --data data/prepared --rounds 3
+
+Methods:
+  plain fit (NumPy)      the notebook: float64 arrays of pixel / 255, Keras' own batching
+  pipeline, autotuned    this project's tf.data pipeline with tf.data's autotuning (TF default)
+  pipeline               the pipeline as training runs it: fixed prefetch depth, no autotuning
+  pipeline + XLA         the same, compiled with XLA (`jit_compile=True`)
+  pipeline, bfloat16     the same under mixed_bfloat16 (fast only on CPUs with AMX)
 """
 
 from __future__ import annotations
@@ -12,9 +21,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import machine
@@ -22,11 +33,54 @@ from fmnist import device, inputs, models, train
 from fmnist.dataset import load_split
 from fmnist.params import ModelParams, TrainParams
 
+PLAIN = "plain fit (NumPy)"
+METHODS = (PLAIN, "pipeline, autotuned", "pipeline", "pipeline + XLA", "pipeline, bfloat16")
 
-def timed_epoch(fit) -> float:
-    start = time.perf_counter()
-    fit()
-    return time.perf_counter() - start
+
+def compiled(arch: str, p: TrainParams, steps: int, precision: str, jit: bool) -> keras.Model:
+    """The model under `precision`, compiled as training compiles it (optionally with XLA)."""
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = models.build(ModelParams(arch=arch))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    train.compile_model(model, p, steps)
+    model.jit_compile = jit
+    return model
+
+
+def method(name: str, args, images: np.ndarray, labels: np.ndarray) -> Callable[[int], None]:
+    """A function that trains a fresh model of the method for `epochs` epochs in one `fit`."""
+    p = TrainParams(batch_size=args.batch)
+    steps = inputs.steps_per_epoch(len(labels), args.batch)
+    model = compiled(
+        args.arch, p, steps, "mixed_bfloat16" if "bfloat16" in name else "float32", "XLA" in name
+    )
+    done = 0
+
+    if name == PLAIN:
+        x = (images / 255.0).reshape(-1, 28, 28, 1)
+
+        def fit(epochs: int) -> None:
+            nonlocal done
+            model.fit(x, labels, batch_size=args.batch, initial_epoch=done, epochs=done + epochs,
+                      verbose=0)  # fmt: skip
+            done += epochs
+
+        return fit
+
+    counter = inputs.EpochCounter()
+    ds = inputs.training_dataset(
+        images, labels, args.batch, 42, counter.epoch, autotune="autotuned" in name
+    )
+
+    def fit(epochs: int) -> None:
+        nonlocal done
+        model.fit(ds, initial_epoch=done, epochs=done + epochs, verbose=0, callbacks=[counter],
+                  shuffle=False)  # fmt: skip
+        done += epochs
+
+    return fit
 
 
 def main() -> None:
@@ -34,64 +88,53 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument("--arch", default="gap_cnn")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--images", type=int, default=19_200, help="images per timed epoch")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--images", type=int, default=12_800, help="images per epoch")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed fit")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
 
     images, labels = load_split(args.data / "train.npz")
     images, labels = images[: args.images], labels[: args.images]
-    p = TrainParams(batch_size=args.batch, precision=args.precision)
-    device.setup(p)
-    steps = inputs.steps_per_epoch(len(labels), args.batch)
-
-    def compiled() -> keras.Model:
-        model = models.build(ModelParams(arch=args.arch))
-        train.compile_model(model, p, steps)
-        return model
-
-    # The notebook: float64 arrays of pixel / 255, Keras' own batching and shuffling.
-    plain_model, plain_x = compiled(), (images / 255.0).reshape(-1, 28, 28, 1)
-    plain = lambda: plain_model.fit(plain_x, labels, batch_size=args.batch, epochs=1, verbose=0)  # noqa: E731
-    # The pipeline: uint8 in memory, epoch-seeded order, batches scaled in tf.data.
-    counter = inputs.EpochCounter()
-    pipe_model = compiled()
-    pipe_ds = inputs.training_dataset(images, labels, args.batch, 42, counter.epoch)
-    pipeline = lambda: pipe_model.fit(pipe_ds, epochs=1, verbose=0, callbacks=[counter])  # noqa: E731
-
-    plain(), pipeline()  # trace and warm up both
-    seconds = {"plain fit (NumPy)": [], "pipeline (tf.data)": []}
+    device.setup(TrainParams(batch_size=args.batch, precision="float32"))
+    fits = {name: method(name, args, images, labels) for name in args.methods}
+    for fit in fits.values():
+        fit(1)  # trace and warm up
+    seconds: dict[str, list[float]] = {name: [] for name in fits}
     for _ in range(args.rounds):
-        seconds["plain fit (NumPy)"].append(timed_epoch(plain))
-        seconds["pipeline (tf.data)"].append(timed_epoch(pipeline))
+        for name, fit in fits.items():
+            start = time.perf_counter()
+            fit(args.epochs)
+            seconds[name].append(time.perf_counter() - start)
 
-    flops = 3 * machine.forward_flops(pipe_model)
+    flops = 3 * machine.forward_flops(models.build(ModelParams(arch=args.arch)))
     peak, peak_how = machine.fp32_peak_gflops()
     print(f"machine: {machine.describe()}")
     print(
-        f"model {args.arch} ({pipe_model.count_params():,} params), batch {args.batch}, "
-        f"{len(labels):,} images per epoch, {args.rounds} rounds, precision {args.precision}"
+        f"model {args.arch}, batch {args.batch}, {len(labels):,} images × {args.epochs} epochs "
+        f"per timed fit, {args.rounds} rounds"
     )
     print(
         f"training FLOPs per image ≈ {flops / 1e6:.1f} M; fp32 peak = {peak_how}"
         + (f" = {peak:.0f} GFLOP/s" if peak else "")
     )
     print()
-    header = ("method", "images/s (median)", "min-max", "GFLOP/s", "% fp32 peak")
+    header = ("method", "images/s (median)", "min-max", f"× {PLAIN}", "GFLOP/s", "% fp32 peak")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("-" * (len(h) + 2) for h in header) + "|")
-    rates = {}
-    for name, times in seconds.items():
-        rate = [len(labels) / t for t in times]
-        rates[name] = statistics.median(rate)
-        gflops = rates[name] * flops / 1e9
+    rates = {
+        name: [len(labels) * args.epochs / t for t in times] for name, times in seconds.items()
+    }
+    reference = statistics.median(rates[PLAIN]) if PLAIN in rates else None
+    for name, rate in rates.items():
+        median = statistics.median(rate)
+        gflops = median * flops / 1e9
         share = f"{100 * gflops / peak:.1f}" if peak else "n/a"
+        ratio = f"{median / reference:.2f}" if reference else "n/a"
         print(
-            f"| {name:<20} | {rates[name]:>17,.0f} | {min(rate):>6,.0f}-{max(rate):<6,.0f} | "
-            f"{gflops:>7.1f} | {share:>11} |"
+            f"| {name:<19} | {median:>17,.0f} | {min(rate):>6,.0f}-{max(rate):<6,.0f} | "
+            f"{ratio:>{len(PLAIN) + 2}} | {gflops:>7.1f} | {share:>11} |"
         )
-    ratio = rates["pipeline (tf.data)"] / rates["plain fit (NumPy)"]
-    print(f"\npipeline / plain fit = {ratio:.2f}x")
     tf.keras.backend.clear_session()
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from fmnist import recipes
+from fmnist.params import Params
 from fmnist.dataset import CSV_FILES, IDX_FILES, IMAGE_SIZE, NUM_CLASSES, encode_csv, encode_idx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,12 @@ TINY_PARAMS = {
     "package.throughput_batch_size": 64,
     "package.throughput_runs": 2,
 }
+
+
+def recipe_params(name: str) -> Params:
+    """The params of a named recipe in recipes.yaml (`notebook`, `writeup`, ...)."""
+    table = recipes.load_recipes(ROOT / "recipes.yaml")
+    return recipes.recipe_params(name, table, yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 def set_params(params_file: Path, overrides: dict) -> None:

@@ -11,27 +11,29 @@ import pytest
 from fmnist import models
 from fmnist.errors import PipelineError
 from fmnist.params import ModelParams
+from helpers import recipe_params
 
 
-@pytest.mark.parametrize(
-    ("arch", "parameters"),
-    [("gap_cnn", 93_962), ("bn_cnn", 242_954), ("dense", 101_770)],
-)
-def test_parameter_counts_match_the_seeds(arch, parameters):
-    model = models.build(ModelParams(arch=arch))
+@pytest.mark.parametrize(("recipe", "parameters"), [("notebook", 93_962), ("writeup", 242_954)])
+def test_parameter_counts_match_the_seeds(recipe, parameters):
+    model = models.build(recipe_params(recipe).model)
     assert model.count_params() == parameters
 
 
-def test_bn_gap_cnn_stays_under_100k_parameters():
-    p = ModelParams(arch="bn_gap_cnn", filters=(16, 40, 72), convs_per_stage=2)
-    model = models.build(p)
+def test_the_notebooks_dense_baseline_has_its_parameter_count():
+    p = dataclasses.replace(recipe_params("notebook").model, arch="dense")
+    assert models.build(p).count_params() == 101_770
+
+
+def test_the_default_model_stays_under_100k_parameters():
+    model = models.build(ModelParams())
     assert model.count_params() == 96_938
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 6 and not any(c.use_bias for c in convs)
 
 
 def test_notebook_cnn_layer_shapes():
-    model = models.build(ModelParams(arch="gap_cnn"))
+    model = models.build(recipe_params("notebook").model)
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
     assert shapes["conv1"] == (28, 28, 32)
     assert shapes["pool2"] == (7, 7, 64)
@@ -41,7 +43,7 @@ def test_notebook_cnn_layer_shapes():
 
 
 def test_writeup_cnn_has_batchnorm_after_every_conv_and_dense():
-    model = models.build(ModelParams(arch="bn_cnn"))
+    model = models.build(recipe_params("writeup").model)
     names = [layer.name for layer in model.layers]
     assert names[:4] == ["conv1", "bn1", "pool1", "dropout1"]
     assert names[-4:] == ["dense", "bn_dense", "dropout", "output"]
@@ -60,8 +62,8 @@ def test_outputs_are_probabilities_in_float32_even_under_mixed_precision():
 
 
 def test_params_change_the_model():
-    wide = models.build(dataclasses.replace(ModelParams(), filters=(16, 32, 64)))
-    assert wide.get_layer("conv1").filters == 16
+    wide = models.build(dataclasses.replace(ModelParams(), filters=(24, 32, 64)))
+    assert wide.get_layer("conv1_1").filters == 24
 
 
 def test_saved_model_bytes_depend_only_on_weights(tmp_path):
@@ -82,3 +84,32 @@ def test_load_model_errors_name_the_file(tmp_path):
     junk.write_bytes(b"definitely not a zip")
     with pytest.raises(PipelineError, match="junk.keras: not a loadable Keras model"):
         models.load_model(junk)
+
+
+def test_mirror_averaging_averages_each_image_and_its_mirror_with_the_same_weights(tmp_path):
+    keras.utils.set_random_seed(0)
+    p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8), tta_flip=True)
+    net = models.build(p)
+    shipped = models.for_inference(net, p)
+    def trainable(model):
+        return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+    assert trainable(shipped) == trainable(net)
+    assert shipped.count_params() == net.count_params() + 28 * 28  # the fixed mirror matrix
+    x = np.random.default_rng(2).random((5, 28, 28, 1), dtype=np.float32)
+    expected = (net.predict(x, verbose=0) + net.predict(x[:, :, ::-1], verbose=0)) / 2
+    assert np.allclose(shipped.predict(x, verbose=0), expected, atol=1e-6)
+    # An asymmetric image: the mirror really is flipped, so the two halves differ.
+    assert not np.allclose(net.predict(x, verbose=0), expected, atol=1e-4)
+    models.save_model(shipped, tmp_path / "tta.keras")
+    # Plain Keras, safe mode, none of this project's code: built-in layers only.
+    loaded = keras.saving.load_model(tmp_path / "tta.keras", compile=False, safe_mode=True)
+    assert np.allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+    assert models.network(loaded).name == net.name
+
+
+def test_without_tta_the_trained_network_is_what_ships():
+    p = ModelParams(tta_flip=False)
+    net = models.build(p)
+    assert models.for_inference(net, p) is net
+    assert models.network(net) is net

@@ -16,7 +16,12 @@ BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipe_is_valid_params(name):
     params = recipes.recipe_params(name, RECIPES, BASE)
-    assert params.model.arch == RECIPES[name]["model.arch"]
+    assert params.model.arch == RECIPES[name].get("model.arch", BASE["model"]["arch"])
+
+
+def test_the_default_recipe_is_params_yaml_as_it_is():
+    assert RECIPES["default"] == {}
+    assert recipes.set_arguments(RECIPES["default"]) == []
 
 
 def test_the_seed_recipes_are_the_seeds():
@@ -39,7 +44,7 @@ def test_set_arguments_are_single_words():
 
 
 def test_unknown_recipe_or_key_is_named():
-    with pytest.raises(ParamsError, match="no recipe 'fast'; recipes: notebook"):
+    with pytest.raises(ParamsError, match="no recipe 'fast'; recipes: default, notebook"):
         recipes.recipe_params("fast", RECIPES, BASE)
     with pytest.raises(ParamsError, match="recipe key 'train.epoch' is not a key"):
         recipes.apply(BASE, {"train.epoch": 3})

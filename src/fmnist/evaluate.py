@@ -80,6 +80,7 @@ def filter_and_feature_figures(
     model: keras.Model, image: np.ndarray, label: int
 ) -> tuple[bytes, bytes]:
     """PNGs of the first convolution's kernels and of the feature maps of `image`."""
+    model = models.network(model)
     picked = activation_layers(model)
     if not picked:
         note = figures.message(f"The {model.name} model has no convolution layers.")

@@ -20,6 +20,22 @@ import tensorflow as tf
 from fmnist.dataset import IMAGE_SHAPE, IMAGE_SIZE
 from fmnist.params import AugmentParams
 
+# Batches prepared ahead of the model, and in parallel: fixed, not tuned by tf.data. With
+# tf.data's autotuning on (TensorFlow's default), destroying an iterator waits for the tuning
+# thread's next wake-up, whose period doubles from 10 ms up to a minute, and Keras makes a new
+# iterator every epoch, for training and for validation: measured on a 2-core CPU, a third of
+# each epoch idle (benchmarks/throughput.py compares the two).
+PARALLEL_BATCHES = 2
+
+
+def _pipelined(ds: tf.data.Dataset, fn, autotune: bool) -> tf.data.Dataset:
+    """`ds.map(fn)` in parallel and prefetched: fixed depth, or TensorFlow's autotuning."""
+    depth = tf.data.AUTOTUNE if autotune else PARALLEL_BATCHES
+    ds = ds.map(fn, num_parallel_calls=depth, deterministic=True).prefetch(depth)
+    options = tf.data.Options()
+    options.autotune.enabled = autotune
+    return ds.with_options(options)
+
 
 def preprocess(images: tf.Tensor | np.ndarray) -> tf.Tensor:
     """uint8 pixels (B, 28, 28) or (B, 28, 28, 1) -> float32 in [0, 1], (B, 28, 28, 1)."""
@@ -111,8 +127,12 @@ def training_dataset(
     seed: int,
     epoch: tf.Variable,
     augment: AugmentParams | None = None,
+    autotune: bool = False,
 ) -> tf.data.Dataset:
-    """One epoch of shuffled (and augmented) batches; `epoch` picks which epoch it is."""
+    """One epoch of shuffled (and augmented) batches; `epoch` picks which epoch it is.
+
+    `autotune`: tf.data's autotuning instead of the fixed depth (for benchmarks).
+    """
     x, y = tf.constant(images), tf.constant(labels)
     n = len(labels)
     base = tf.constant([seed, 0], tf.int64)
@@ -137,13 +157,11 @@ def training_dataset(
     ds = tf.data.Dataset.range(1).flat_map(epoch_order)
     # flat_map hides the length; Keras needs it for its progress bar and epoch bookkeeping.
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(n, batch_size)))
-    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _pipelined(ds, make_batch, autotune)
 
 
 def dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Batches of (scaled images (B, 28, 28, 1), labels (B,)) in order, for evaluation."""
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
     # Scaling whole batches is far cheaper than one image at a time.
-    ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _pipelined(ds, lambda x, y: (preprocess(x), y), autotune=False)

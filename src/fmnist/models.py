@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers
 
 from fmnist import atomic
@@ -123,6 +124,38 @@ def bn_gap_cnn(p: ModelParams) -> keras.Model:
     )
 
 
+def mirror(images: keras.KerasTensor) -> keras.KerasTensor:
+    """`images` (B, H, W, 1) flipped left to right, in built-in layers only (so that plain
+    Keras, in safe mode, loads the model without this project's code): a fixed, non-trainable
+    reversal matrix applied along the width. Exact: each output pixel is one input pixel."""
+    height, width, _ = IMAGE_SHAPE
+    rows = layers.Reshape((height, width), name="mirror_rows")(images)  # (B, H, W)
+    reverse = layers.Dense(width, use_bias=False, trainable=False, name="mirror")
+    flipped = reverse(rows)
+    reverse.set_weights([np.eye(width, dtype="float32")[::-1]])
+    return layers.Reshape(IMAGE_SHAPE, name="mirror_image")(flipped)
+
+
+def with_mirror_averaging(network: keras.Model) -> keras.Model:
+    """`network` made to average its probabilities for each image and its mirror image.
+
+    Test-time augmentation with the same weights: twice the inference work, and no trainable
+    parameters added (the mirror's fixed 28x28 matrix is not trained). Training flips
+    garments too; they are left-right symmetric classes.
+    """
+    images = keras.Input(shape=IMAGE_SHAPE, name="images")
+    probs = [network(images), network(mirror(images))]
+    return keras.Model(
+        images, layers.Average(name="mirror_average")(probs), name=f"{network.name}_mirror_tta"
+    )
+
+
+def network(model: keras.Model) -> keras.Model:
+    """The trained network itself: `model`, or the one inside a mirror-averaging wrapper."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if len(inner) == 1 else model
+
+
 ARCHITECTURES: dict[str, Callable[[ModelParams], keras.Model]] = {
     "gap_cnn": gap_cnn,
     "bn_cnn": bn_cnn,
@@ -134,6 +167,11 @@ ARCHITECTURES: dict[str, Callable[[ModelParams], keras.Model]] = {
 def build(p: ModelParams) -> keras.Model:
     """The model named by `p.arch`, under the current Keras dtype policy."""
     return ARCHITECTURES[p.arch](p)
+
+
+def for_inference(trained: keras.Model, p: ModelParams) -> keras.Model:
+    """What is saved and shipped: the trained network, mirror-averaged if `p.tta_flip`."""
+    return with_mirror_averaging(trained) if p.tta_flip else trained
 
 
 # `model.save` stamps the wall-clock time into the archive; a fixed stamp makes the same

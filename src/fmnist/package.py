@@ -241,8 +241,15 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "",
             f"- Architecture `{model['arch']}` (see `src/fmnist/models.py`), "
             f"{training.get('parameters', 'unknown')} parameters; filters {model['filters']}, "
-            f"kernel {model['kernel_size']}, dropout {model['dropout']}.",
-            f"- Adam, learning rate {train['learning_rate']}, batch {train['batch_size']}, "
+            f"kernel {model['kernel_size']}, dropout {model['dropout']}."
+            + (
+                " It averages its probabilities for each image and its mirror image "
+                "(test-time augmentation)."
+                if model.get("tta_flip")
+                else ""
+            ),
+            f"- {'AdamW' if train.get('weight_decay') else 'Adam'}, {train.get('schedule', 'plateau')} "
+            f"schedule, learning rate {train['learning_rate']}, batch {train['batch_size']}, "
             f"{training.get('epochs_run', '?')} of at most {train['epochs']} epochs, seed "
             f"{train['seed']}.",
             f"- Trained on {training.get('device', 'unknown')}, precision "

@@ -204,7 +204,7 @@ def fit_and_write(
     seconds = time.perf_counter() - start
     live.end()
 
-    models.save_model(model, model_path)
+    models.save_model(models.for_inference(model, params.model), model_path)
     resumed_at = 0 if saved is None else saved.epochs_done
     p, replicas = params.train, runtime["replicas"]
     record = {
