@@ -4,7 +4,7 @@ Runs `dvc exp run -n bench-<recipe> $(fmnist recipe <recipe>)` for each recipe i
 trains on the full dataset: tens of minutes per recipe on a laptop CPU) and prints a table from
 the experiments' own metrics. Run from the repository root:
 
-    python3 benchmarks/recipes.py notebook writeup compact
+    python3 benchmarks/recipes.py default notebook writeup
 """
 
 from __future__ import annotations

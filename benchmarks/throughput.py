@@ -6,7 +6,7 @@ what happens between epochs counts). Runs alternate between the methods so that 
 hits all alike. Prints images/s (median of the rounds), the ratio to plain `fit`, and the
 achieved fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs).
 
-    python3 benchmarks/throughput.py --data data/prepared --rounds 3
+    python3 benchmarks/throughput.py --recipe notebook --rounds 2
 
 Methods:
   plain fit (NumPy)      the notebook: float64 arrays of pixel / 255, Keras' own batching
@@ -19,6 +19,7 @@ Methods:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -29,19 +30,19 @@ import numpy as np
 import tensorflow as tf
 
 import machine
-from fmnist import device, inputs, models, train
+from fmnist import device, inputs, models, recipes, train
 from fmnist.dataset import load_split
-from fmnist.params import ModelParams, TrainParams
+from fmnist.params import ModelParams, TrainParams, load_params, params_to_dict
 
 PLAIN = "plain fit (NumPy)"
 METHODS = (PLAIN, "pipeline, autotuned", "pipeline", "pipeline + XLA", "pipeline, bfloat16")
 
 
-def compiled(arch: str, p: TrainParams, steps: int, precision: str, jit: bool) -> keras.Model:
+def compiled(m: ModelParams, p: TrainParams, steps: int, precision: str, jit: bool) -> keras.Model:
     """The model under `precision`, compiled as training compiles it (optionally with XLA)."""
     keras.mixed_precision.set_global_policy(precision)
     try:
-        model = models.build(ModelParams(arch=arch))
+        model = models.build(m)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     train.compile_model(model, p, steps)
@@ -49,13 +50,13 @@ def compiled(arch: str, p: TrainParams, steps: int, precision: str, jit: bool) -
     return model
 
 
-def method(name: str, args, images: np.ndarray, labels: np.ndarray) -> Callable[[int], None]:
+def method(
+    name: str, m: ModelParams, p: TrainParams, images: np.ndarray, labels: np.ndarray
+) -> Callable[[int], None]:
     """A function that trains a fresh model of the method for `epochs` epochs in one `fit`."""
-    p = TrainParams(batch_size=args.batch)
-    steps = inputs.steps_per_epoch(len(labels), args.batch)
-    model = compiled(
-        args.arch, p, steps, "mixed_bfloat16" if "bfloat16" in name else "float32", "XLA" in name
-    )
+    steps = inputs.steps_per_epoch(len(labels), p.batch_size)
+    precision = "mixed_bfloat16" if "bfloat16" in name else "float32"
+    model = compiled(m, p, steps, precision, jit="XLA" in name)
     done = 0
 
     if name == PLAIN:
@@ -63,21 +64,34 @@ def method(name: str, args, images: np.ndarray, labels: np.ndarray) -> Callable[
 
         def fit(epochs: int) -> None:
             nonlocal done
-            model.fit(x, labels, batch_size=args.batch, initial_epoch=done, epochs=done + epochs,
-                      verbose=0)  # fmt: skip
+            model.fit(
+                x,
+                labels,
+                batch_size=p.batch_size,
+                initial_epoch=done,
+                epochs=done + epochs,
+                verbose=0,
+            )
             done += epochs
 
         return fit
 
     counter = inputs.EpochCounter()
+    augment = p.augment if p.augment.enabled else None
     ds = inputs.training_dataset(
-        images, labels, args.batch, 42, counter.epoch, autotune="autotuned" in name
+        images, labels, p.batch_size, p.seed, counter.epoch, augment, autotune="autotuned" in name
     )
 
     def fit(epochs: int) -> None:
         nonlocal done
-        model.fit(ds, initial_epoch=done, epochs=done + epochs, verbose=0, callbacks=[counter],
-                  shuffle=False)  # fmt: skip
+        model.fit(
+            ds,
+            initial_epoch=done,
+            epochs=done + epochs,
+            verbose=0,
+            callbacks=[counter],
+            shuffle=False,
+        )
         done += epochs
 
     return fit
@@ -86,18 +100,23 @@ def method(name: str, args, images: np.ndarray, labels: np.ndarray) -> Callable[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--arch", default="gap_cnn")
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument(
+        "--recipe", default="notebook", help="model, batch and augmentation (see `fmnist recipe`)"
+    )
     parser.add_argument("--images", type=int, default=12_800, help="images per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed fit")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
 
+    params = recipes.recipe_params(
+        args.recipe, recipes.load_recipes(), params_to_dict(load_params("params.yaml"))
+    )
+    p = dataclasses.replace(params.train, precision="float32")
     images, labels = load_split(args.data / "train.npz")
     images, labels = images[: args.images], labels[: args.images]
-    device.setup(TrainParams(batch_size=args.batch, precision="float32"))
-    fits = {name: method(name, args, images, labels) for name in args.methods}
+    device.setup(p)
+    fits = {name: method(name, params.model, p, images, labels) for name in args.methods}
     for fit in fits.values():
         fit(1)  # trace and warm up
     seconds: dict[str, list[float]] = {name: [] for name in fits}
@@ -107,12 +126,13 @@ def main() -> None:
             fit(args.epochs)
             seconds[name].append(time.perf_counter() - start)
 
-    flops = 3 * machine.forward_flops(models.build(ModelParams(arch=args.arch)))
+    flops = 3 * machine.forward_flops(models.build(params.model))
     peak, peak_how = machine.fp32_peak_gflops()
     print(f"machine: {machine.describe()}")
     print(
-        f"model {args.arch}, batch {args.batch}, {len(labels):,} images × {args.epochs} epochs "
-        f"per timed fit, {args.rounds} rounds"
+        f"recipe {args.recipe}: model {params.model.arch} {list(params.model.filters)}, batch "
+        f"{p.batch_size}, augmentation {'on' if p.augment.enabled else 'off'}; "
+        f"{len(labels):,} images × {args.epochs} epochs per timed fit, {args.rounds} rounds"
     )
     print(
         f"training FLOPs per image ≈ {flops / 1e6:.1f} M; fp32 peak = {peak_how}"

@@ -17,8 +17,8 @@ import numpy as np
 import yaml
 
 from fmnist import recipes
-from fmnist.params import Params
 from fmnist.dataset import CSV_FILES, IDX_FILES, IMAGE_SIZE, NUM_CLASSES, encode_csv, encode_idx
+from fmnist.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from fmnist import inputs
-from fmnist.params import AugmentParams
+from helpers import recipe_params
 
-NONE = AugmentParams()
+NONE = recipe_params("notebook").train.augment  # the notebook: no augmentation
 
 
 def batches(ds) -> list[np.ndarray]:
@@ -58,9 +58,8 @@ def test_identity_augmentation_changes_nothing(tiny_data):
 
 def test_flip_mirrors_some_images_and_keeps_the_rest(tiny_data):
     x = inputs.preprocess(tiny_data["test"][0][:32]).numpy()
-    out = inputs.augment_batch(
-        x, tf.constant([3, 4], tf.int64), AugmentParams(horizontal_flip=True)
-    )
+    flip = dataclasses.replace(NONE, horizontal_flip=True)
+    out = inputs.augment_batch(x, tf.constant([3, 4], tf.int64), flip)
     out = out.numpy()
     kept = [np.allclose(o, i, atol=1e-6) for o, i in zip(out, x)]
     mirrored = [np.allclose(o, i[:, ::-1], atol=1e-6) for o, i in zip(out, x)]
@@ -71,7 +70,7 @@ def test_flip_mirrors_some_images_and_keeps_the_rest(tiny_data):
 def test_shift_moves_content_by_whole_pixels_at_most_the_bound():
     image = np.zeros((1, 28, 28), np.uint8)
     image[0, 13, 13] = 255
-    shift = AugmentParams(shift=2 / 28)
+    shift = dataclasses.replace(NONE, shift=2 / 28)
     for s in range(20):
         out = inputs.augment_batch(inputs.preprocess(image), tf.constant([s, 0], tf.int64), shift)
         ys, xs = np.nonzero(out.numpy()[0, :, :, 0] > 0.01)
@@ -80,7 +79,7 @@ def test_shift_moves_content_by_whole_pixels_at_most_the_bound():
 
 def test_erasing_blanks_one_rectangle_no_larger_than_asked():
     ones = tf.ones((64, 28, 28, 1))
-    p = AugmentParams(erase_prob=1.0, erase_size=6)
+    p = dataclasses.replace(NONE, erase_prob=1.0, erase_size=6)
     out = inputs.augment_batch(ones, tf.constant([5, 6], tf.int64), p).numpy()[..., 0]
     for image in out:
         rows, cols = np.nonzero(image == 0)
@@ -101,3 +100,14 @@ def test_augmentation_is_a_pure_function_of_the_seed(tiny_data, field):
 
 def test_steps_per_epoch_counts_the_short_last_batch():
     assert inputs.steps_per_epoch(100, 32) == 4 and inputs.steps_per_epoch(96, 32) == 3
+
+
+def test_pipelines_do_not_autotune_and_autotuning_would_not_change_the_batches(tiny_data):
+    images, labels = tiny_data["test"]
+    epoch = tf.Variable(0, dtype=tf.int64)
+    fixed = inputs.training_dataset(images, labels, 16, 42, epoch, NONE)
+    tuned = inputs.training_dataset(images, labels, 16, 42, epoch, NONE, autotune=True)
+    assert fixed.options().autotune.enabled is False
+    assert inputs.dataset(images, labels, 16).options().autotune.enabled is False
+    assert tuned.options().autotune.enabled is True
+    assert all(np.array_equal(a, b) for a, b in zip(batches(fixed), batches(tuned)))

@@ -91,6 +91,7 @@ def test_mirror_averaging_averages_each_image_and_its_mirror_with_the_same_weigh
     p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8), tta_flip=True)
     net = models.build(p)
     shipped = models.for_inference(net, p)
+
     def trainable(model):
         return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 

@@ -9,18 +9,25 @@ import pytest
 
 from fmnist import models, train
 from fmnist.errors import ParamsError
-from fmnist.params import ModelParams, ReduceLRParams, TrainParams
+from fmnist.params import EarlyStoppingParams, ModelParams, ReduceLRParams, TrainParams
+from helpers import recipe_params
+
+NOTEBOOK = recipe_params("notebook").train  # plateau schedule, early stopping, Adam
 
 
 def cosine(**kwargs) -> TrainParams:
     base = dict(
-        schedule="cosine", epochs=10, learning_rate=0.01, reduce_lr=ReduceLRParams(patience=0)
+        schedule="cosine",
+        epochs=10,
+        learning_rate=0.01,
+        warmup_epochs=0,
+        reduce_lr=ReduceLRParams(patience=0),
     )
     return TrainParams(**(base | kwargs))
 
 
 def test_plateau_schedule_is_a_constant_rate():
-    assert train.learning_rate(TrainParams(learning_rate=0.002), 100) == 0.002
+    assert train.learning_rate(dataclasses.replace(NOTEBOOK, learning_rate=0.002), 100) == 0.002
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
@@ -51,12 +58,14 @@ def test_weight_decay_selects_adamw():
     model = models.build(ModelParams())
     train.compile_model(model, TrainParams(weight_decay=0.01), 10)
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
-    train.compile_model(model, TrainParams(), 10)
+    train.compile_model(model, TrainParams(weight_decay=0.0), 10)
     assert type(model.optimizer) is keras.optimizers.Adam
 
 
 def test_schedule_callbacks_follow_params():
-    kinds = [type(c).__name__ for c in train.schedule_callbacks(TrainParams())]
+    kinds = [type(c).__name__ for c in train.schedule_callbacks(NOTEBOOK)]
     assert kinds == ["EarlyStopping", "ReduceLROnPlateau"]
-    # A cosine schedule sets the rate itself: early stopping only.
-    assert [type(c).__name__ for c in train.schedule_callbacks(cosine())] == ["EarlyStopping"]
+    # A cosine schedule sets the rate itself: early stopping at most.
+    stopping = cosine(early_stopping=EarlyStoppingParams(patience=10))
+    assert [type(c).__name__ for c in train.schedule_callbacks(stopping)] == ["EarlyStopping"]
+    assert train.schedule_callbacks(TrainParams()) == []  # the default: all its epochs

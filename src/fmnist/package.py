@@ -192,6 +192,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
     """The model card (Markdown): intended use, data, architecture, metrics, limits, versions."""
     model, train = params["model"], params["train"]
+    optimizer = "AdamW" if train.get("weight_decay") else "Adam"
     training, speed = lineage_record["training"], lineage_record["inference"]
     per_class = metrics["per_class"]
     worst = sorted(per_class, key=lambda r: r["f1"])[:3]
@@ -248,8 +249,8 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
                 if model.get("tta_flip")
                 else ""
             ),
-            f"- {'AdamW' if train.get('weight_decay') else 'Adam'}, {train.get('schedule', 'plateau')} "
-            f"schedule, learning rate {train['learning_rate']}, batch {train['batch_size']}, "
+            f"- {optimizer}, {train.get('schedule', 'plateau')} schedule, learning rate "
+            f"{train['learning_rate']}, batch {train['batch_size']}, "
             f"{training.get('epochs_run', '?')} of at most {train['epochs']} epochs, seed "
             f"{train['seed']}.",
             f"- Trained on {training.get('device', 'unknown')}, precision "
