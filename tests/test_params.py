@@ -46,7 +46,7 @@ def test_unknown_top_level_group():
 def test_missing_key_is_named_with_its_default():
     data = defaults()
     del data["train"]["epochs"]
-    with pytest.raises(ParamsError, match=r"missing key 'train.epochs' \(its default is 30\)"):
+    with pytest.raises(ParamsError, match=r"missing key 'train.epochs' \(its default is 25\)"):
         params_from_dict(data)
 
 
