@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -33,6 +34,21 @@ def fp32_peak_gflops() -> tuple[float | None, str]:
     return cores * ghz * per_cycle, f"{cores} cores × {ghz:.2f} GHz × {per_cycle} FLOP/cycle"
 
 
+def speed_probe() -> float:
+    """Seconds for a fixed single-threaded loop (best of 3): how fast the CPU is right now.
+
+    On a shared virtual machine the host can slow the guest down for minutes at a time (seen
+    on the reference machine: 0.93 s idle and at full speed, 1.8 s while throttled). Compare
+    only figures measured with similar probes.
+    """
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        sum(range(50_000_000))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def describe() -> str:
     """One line: CPU, cores, ISA extensions that matter, TF and Keras versions."""
     flags = device.cpu_flags()
@@ -40,7 +56,8 @@ def describe() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     return (
         f"{device.cpu_model()}, {os.cpu_count()} cores ({' '.join(isa) or 'no AVX'}), "
-        f"{len(gpus)} GPU(s), TensorFlow {tf.__version__}, Keras {keras.__version__}"
+        f"{len(gpus)} GPU(s), TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+        f"speed probe {speed_probe():.2f} s (see machine.speed_probe)"
     )
 
 

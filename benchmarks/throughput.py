@@ -116,6 +116,7 @@ def main() -> None:
     images, labels = load_split(args.data / "train.npz")
     images, labels = images[: args.images], labels[: args.images]
     device.setup(p)
+    probe_before = machine.speed_probe()
     fits = {name: method(name, params.model, p, images, labels) for name in args.methods}
     for fit in fits.values():
         fit(1)  # trace and warm up
@@ -128,7 +129,7 @@ def main() -> None:
 
     flops = 3 * machine.forward_flops(models.build(params.model))
     peak, peak_how = machine.fp32_peak_gflops()
-    print(f"machine: {machine.describe()}")
+    print(f"machine: {machine.describe()} (before the runs: {probe_before:.2f} s)")
     print(
         f"recipe {args.recipe}: model {params.model.arch} {list(params.model.filters)}, batch "
         f"{p.batch_size}, augmentation {'on' if p.augment.enabled else 'off'}; "
