@@ -140,7 +140,7 @@ def test_metrics_diff_shows_the_change_and_only_what_changed(branches):
     repo, low, high = branches
     diff = json.loads(dvc("metrics", "diff", low, high, "--json", cwd=repo).stdout)
     assert "metrics/data.json" not in diff  # the same data on both sides
-    lr = diff["metrics/train/metrics.json"]["learning_rate"]
+    lr = diff["metrics/train.json"]["learning_rate"]  # the peak rate the run used
     assert lr["old"] == pytest.approx(RATES[0]) and lr["new"] == pytest.approx(RATES[-1])
     scores = diff["metrics/eval.json"]
     assert "test.loss" in scores  # ten times the learning rate: another model

@@ -73,7 +73,7 @@ def test_registered_versions_ignores_stage_deprecation_and_other_artifacts():
         (changed(model__arch="bn_cnn"), "major", (2, 0, 0)),
         (changed(model__filters=[16, 32, 64]), "major", (2, 0, 0)),
         (changed(model__kernel_size=5), "major", (2, 0, 0)),
-        (changed(model__dropout=0.3), "minor", (1, 3, 0)),
+        (changed(model__dropout=0.4), "minor", (1, 3, 0)),
         (changed(train__learning_rate=0.01), "minor", (1, 3, 0)),
         (changed(train__augment__zoom=0.15), "minor", (1, 3, 0)),
         (changed(prepare__val_fraction=0.2), "minor", (1, 3, 0)),
@@ -96,7 +96,7 @@ def test_an_architecture_key_added_later_is_major():
 
 def test_propose_lists_the_changes_and_starts_at_v1():
     proposal = registry.propose((1, 0, 0), defaults(), changed(train__epochs=5))
-    assert proposal.changes == {"train.epochs": (50, 5)}
+    assert proposal.changes == {"train.epochs": (25, 5)}
     assert registry.propose(None, None, defaults()).version == (1, 0, 0)
 
 
@@ -141,7 +141,7 @@ def test_next_version_reads_the_latest_tag_params(tmp_path):
     version, explained = next_version(repo)
     assert version == "v1.3.0"
     assert (
-        f"latest: {NAME}@v1.2.3" in explained and "train.learning_rate: 0.001 -> 0.01" in explained
+        f"latest: {NAME}@v1.2.3" in explained and "train.learning_rate: 0.003 -> 0.01" in explained
     )
     helpers.set_params(repo / "params.yaml", {"model.arch": "bn_cnn"})
     assert next_version(repo)[0] == "v2.0.0"

@@ -53,6 +53,7 @@ def test_forced_rerun_gives_byte_identical_model_and_metrics(reproduced_repo, tm
 # the kill (ReduceLROnPlateau cuts the rate, EarlyStopping keeps the best weights).
 RESUMABLE = {
     "train.epochs": 8,
+    "train.schedule": "plateau",
     "train.reduce_lr.patience": 1,
     "train.early_stopping.patience": 8,
 }

@@ -33,6 +33,7 @@ def params() -> Params:
             batch_size=16,
             learning_rate=0.01,
             precision="float32",
+            schedule="plateau",
             reduce_lr=dataclasses.replace(t.reduce_lr, patience=1),
             early_stopping=dataclasses.replace(t.early_stopping, patience=3),
         ),

@@ -49,9 +49,13 @@ def test_cosine_and_plateau_cuts_cannot_be_combined():
         dataclasses.replace(cosine(), reduce_lr=ReduceLRParams(patience=3))
 
 
-def test_warmup_must_leave_epochs_to_decay():
-    with pytest.raises(ParamsError, match="train.warmup_epochs"):
-        cosine(warmup_epochs=10)
+def test_warmup_leaves_at_least_one_epoch_to_decay():
+    """`-S train.epochs=1` on the default params (one warm-up epoch) still runs: it decays."""
+    short = cosine(epochs=1, warmup_epochs=1)
+    assert short.warmup == 0
+    schedule = train.learning_rate(short, 10)
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(0)
+    assert cosine(epochs=10, warmup_epochs=3).warmup == 3
 
 
 def test_weight_decay_selects_adamw():

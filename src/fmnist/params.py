@@ -178,6 +178,7 @@ class TrainParams:
     # plateau: constant, cut by `reduce_lr` (the seeds); cosine: linear warm-up for
     # `warmup_epochs`, then cosine decay to zero at the last epoch.
     schedule: Schedule = "cosine"
+    # At most epochs - 1: a shorter run (`-S train.epochs=1`) warms up for all but its last.
     warmup_epochs: int = _field(1, lo=0)
     # Decoupled weight decay (AdamW) when > 0; the seeds use plain Adam.
     weight_decay: float = _field(0.005, lo=0, hi=1)
@@ -196,16 +197,16 @@ class TrainParams:
     reduce_lr: ReduceLRParams = field(default_factory=ReduceLRParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
 
+    @property
+    def warmup(self) -> int:
+        """The warm-up epochs that run: `warmup_epochs`, leaving at least one epoch to decay."""
+        return min(self.warmup_epochs, self.epochs - 1)
+
     def __post_init__(self) -> None:
         if self.schedule == "cosine" and self.reduce_lr.patience:
             raise ParamsError(
                 "train.schedule is cosine, which sets the rate itself: set "
                 "train.reduce_lr.patience to 0"
-            )
-        if self.warmup_epochs >= self.epochs:
-            raise ParamsError(
-                f"train.warmup_epochs ({self.warmup_epochs}) must be less than train.epochs "
-                f"({self.epochs})"
             )
 
 

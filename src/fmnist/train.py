@@ -37,10 +37,10 @@ def learning_rate(
     peak = distribute.scaled_learning_rate(p.learning_rate, replicas, p.scale_lr_with_replicas)
     if p.schedule == "plateau":
         return peak
-    warmup = p.warmup_epochs * steps_per_epoch
+    warmup = p.warmup * steps_per_epoch
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=peak / 100 if warmup else peak,
-        decay_steps=(p.epochs - p.warmup_epochs) * steps_per_epoch,
+        decay_steps=(p.epochs - p.warmup) * steps_per_epoch,
         warmup_target=peak if warmup else None,
         warmup_steps=warmup,
     )
