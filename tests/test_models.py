@@ -66,6 +66,19 @@ def test_params_change_the_model():
     assert wide.get_layer("conv1_1").filters == 24
 
 
+@pytest.mark.parametrize("recipe", ["default", "writeup"])
+def test_batchnorm_is_synchronized_only_across_several_replicas(recipe):
+    def synchronized(model):
+        norms = [
+            layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        return {layer.synchronized for layer in norms}
+
+    p = recipe_params(recipe).model
+    assert synchronized(models.build(p)) == {False}
+    assert synchronized(models.build(p, replicas=2)) == {True}
+
+
 def test_saved_model_bytes_depend_only_on_weights(tmp_path):
     keras.utils.set_random_seed(0)
     model = models.build(ModelParams())

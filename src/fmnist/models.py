@@ -164,9 +164,20 @@ ARCHITECTURES: dict[str, Callable[[ModelParams], keras.Model]] = {
 }
 
 
-def build(p: ModelParams) -> keras.Model:
-    """The model named by `p.arch`, under the current Keras dtype policy."""
-    return ARCHITECTURES[p.arch](p)
+def build(p: ModelParams, replicas: int = 1) -> keras.Model:
+    """The model named by `p.arch`, under the current Keras dtype policy.
+
+    With several replicas, BatchNorm normalises over the global batch (its statistics are
+    all-reduced across replicas and workers), as one device training on that batch would. So
+    every replica ends with the same moving statistics, and the model any worker saves is the
+    same. With one replica nothing changes.
+    """
+    model = ARCHITECTURES[p.arch](p)
+    if replicas > 1:
+        for layer in model.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.synchronized = True  # read at each call: set before the first
+    return model
 
 
 def for_inference(trained: keras.Model, p: ModelParams) -> keras.Model:

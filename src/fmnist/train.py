@@ -104,7 +104,7 @@ def train(
     steps = inputs.steps_per_epoch(len(train_split[1]), batch)
     # Variables created in the scope are mirrored on every replica and kept in sync.
     with strategy.scope():
-        model = models.build(params.model)
+        model = models.build(params.model, replicas)
         compile_model(model, p, steps, replicas)
     counter = inputs.EpochCounter()
     augment = p.augment if p.augment.enabled else None
