@@ -96,8 +96,8 @@ class ModelParams:
     convs_per_stage: int = _field(2, lo=1, hi=4)
     # Dropout after each convolution block (bn_cnn).
     conv_dropout: float = _field(0.25, lo=0, hi=0.9)
-    # Dropout before the classifier (all architectures; the seeds: 0.5; the default model
-    # under-fits, and measured best without it).
+    # Dropout before the classifier (all architectures; the seeds: 0.5). Off by default: the
+    # default model under-fits (the README's ablation).
     dropout: float = _field(0.0, lo=0, hi=0.9)
     # Width of the hidden Dense layer (bn_cnn, dense).
     dense_units: int = _field(128, lo=1)
@@ -154,8 +154,8 @@ class AugmentParams:
     horizontal_flip: bool = True
     # How pixels outside the image are filled (write-up: nearest).
     fill_mode: FillMode = "constant"
-    # Probability of blanking one random rectangle per image (random erasing; off by default:
-    # it cost the under-100k default model accuracy).
+    # Probability of blanking one random rectangle per image (random erasing). Off by default:
+    # the default model under-fits (the README's ablation).
     erase_prob: float = _field(0.0, lo=0, hi=1)
     # Largest side, in pixels, of the erased rectangle.
     erase_size: int = _field(10, lo=1, hi=28)
