@@ -73,3 +73,17 @@ def test_figures_are_pngs():
         figures.sample_grid(images, labels, 2),
     ]
     assert all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_the_training_sample_is_fixed_distinct_and_in_order():
+    images = np.arange(50, dtype=np.uint8).repeat(4).reshape(50, 2, 2)
+    labels = np.arange(50) % NUM_CLASSES
+    picked_images, picked_labels = evaluate.sample((images, labels), 20)
+    again, _ = evaluate.sample((images, labels), 20)
+    firsts = picked_images[:, 0, 0]
+    assert len(picked_labels) == 20 and np.array_equal(again, picked_images)
+    assert len(set(firsts)) == 20 and np.all(np.diff(firsts) > 0)
+    assert np.array_equal(picked_labels, labels[firsts])  # image and label stay paired
+    assert not np.array_equal(firsts, np.arange(20))  # random, not the first 20
+    for whole in (0, 50, 80):
+        assert evaluate.sample((images, labels), whole)[0] is images

@@ -99,31 +99,63 @@ def test_load_model_errors_name_the_file(tmp_path):
         models.load_model(junk)
 
 
-def test_mirror_averaging_averages_each_image_and_its_mirror_with_the_same_weights(tmp_path):
+def _trainable(model: keras.Model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def _moved(x: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Images (B, H, W, 1) moved dx pixels right and dy down, zeros shifted in (NumPy)."""
+    out = np.zeros_like(x)
+    h, w = x.shape[1:3]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(1, 0), (-1, 0), (0, 2), (-2, -1)])
+def test_shift_moves_every_pixel_exactly(dx, dy):
+    x = np.random.default_rng(1).random((2, 28, 28, 1), dtype=np.float32)
+    images = keras.Input(shape=(28, 28, 1))
+    moved = keras.Model(images, models.shift(images, dx, dy, "s"))
+    out = moved.predict(x, verbose=0)
+    assert out.shape == x.shape
+    assert np.array_equal(out, _moved(x, dx, dy))
+    assert not np.array_equal(out, x)
+
+
+@pytest.mark.parametrize(("flip", "shift", "views"), [(True, 0, 2), (False, 1, 5), (True, 1, 10)])
+def test_test_time_augmentation_averages_its_views_with_the_same_weights(
+    tmp_path, flip, shift, views
+):
     keras.utils.set_random_seed(0)
-    p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8), tta_flip=True)
+    p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8), tta_flip=flip, tta_shift=shift)
     net = models.build(p)
     shipped = models.for_inference(net, p)
 
-    def trainable(model):
-        return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-
-    assert trainable(shipped) == trainable(net)
-    assert shipped.count_params() == net.count_params() + 28 * 28  # the fixed mirror matrix
+    assert _trainable(shipped) == _trainable(net)
+    assert shipped.count_params() == net.count_params() + flip * 28 * 28  # the fixed mirror
     x = np.random.default_rng(2).random((5, 28, 28, 1), dtype=np.float32)
-    expected = (net.predict(x, verbose=0) + net.predict(x[:, :, ::-1], verbose=0)) / 2
+    originals = [x, x[:, :, ::-1]] if flip else [x]
+    moves = [(0, 0)] + ([(1, 0), (-1, 0), (0, 1), (0, -1)] if shift else [])
+    inputs = [_moved(o, dx, dy) for o in originals for dx, dy in moves]
+    assert len(inputs) == views == p.tta_views
+    expected = np.mean([net.predict(v, verbose=0) for v in inputs], axis=0)
     assert np.allclose(shipped.predict(x, verbose=0), expected, atol=1e-6)
-    # An asymmetric image: the mirror really is flipped, so the two halves differ.
+    # Asymmetric images: the views really differ from the image itself.
     assert not np.allclose(net.predict(x, verbose=0), expected, atol=1e-4)
     models.save_model(shipped, tmp_path / "tta.keras")
-    # Plain Keras, safe mode, none of this project's code: built-in layers only.
+    # Plain Keras, safe mode: built-in layers only.
     loaded = keras.saving.load_model(tmp_path / "tta.keras", compile=False, safe_mode=True)
     assert np.allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
     assert models.network(loaded).name == net.name
 
 
-def test_without_tta_the_trained_network_is_what_ships():
-    p = ModelParams(tta_flip=False)
+def test_without_tta_a_copy_of_the_trained_network_ships():
+    p = ModelParams(tta_flip=False, tta_shift=0)
     net = models.build(p)
-    assert models.for_inference(net, p) is net
-    assert models.network(net) is net
+    net.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    shipped = models.for_inference(net, p)
+    assert models.network(shipped) is shipped and models.network(net) is net
+    assert shipped.name == net.name and not shipped.compiled  # no loss, no optimizer state
+    assert all(np.array_equal(a, b) for a, b in zip(shipped.get_weights(), net.get_weights()))

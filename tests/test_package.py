@@ -120,6 +120,26 @@ def test_model_card_has_every_section_and_the_real_numbers():
     assert "uint8" in card and "(batch, 28, 28, 1)" in card
 
 
+@pytest.mark.parametrize(
+    ("flip", "shift", "says"),
+    [
+        (False, 0, None),
+        (True, 0, "over each image and its mirror image (test-time augmentation: 2 views)"),
+        (False, 2, "over each image, also moved 2 px right, left, down and up (test-time "),
+        (True, 1, "its mirror image, each also moved 1 px right, left, down and up (test-time "),
+    ],
+)
+def test_model_card_says_which_views_the_model_averages(flip, shift, says):
+    params, metrics, record = card_inputs()
+    params["model"] |= {"tta_flip": flip, "tta_shift": shift}
+    card = package.model_card(params, metrics, record)
+    if says is None:
+        assert "test-time augmentation" not in card
+    else:
+        assert says in card.replace("\n", " ")
+        assert f"{(1 + flip) * (5 if shift else 1)} views)" in card
+
+
 # --- end to end, on the tiny repo the pipeline has run in -----------------------------------
 
 

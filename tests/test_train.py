@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import keras
+import numpy as np
 import pytest
 
 from fmnist import models, train
@@ -56,6 +59,54 @@ def test_warmup_leaves_at_least_one_epoch_to_decay():
     schedule = train.learning_rate(short, 10)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(0)
     assert cosine(epochs=10, warmup_epochs=3).warmup == 3
+
+
+def test_label_smoothing_is_kerass_smoothed_cross_entropy_on_integer_labels():
+    labels = np.array([0, 3, 9, 1, 3])
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), len(labels)).astype("float32")
+    one_hot = np.eye(10, dtype="float32")[labels]
+    for smoothing in (0.1, 0.3):
+        ours = train.SmoothedSparseCrossentropy(smoothing)
+        keras_loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+        assert float(ours(labels, probs)) == pytest.approx(float(keras_loss(one_hot, probs)))
+        assert float(ours(labels[:, None], probs)) == pytest.approx(float(ours(labels, probs)))
+    plain = keras.losses.SparseCategoricalCrossentropy()(labels, probs)
+    assert float(train.SmoothedSparseCrossentropy(0.1)(labels, probs)) != pytest.approx(
+        float(plain)
+    )
+    # Off: exactly the seeds' loss.
+    assert train.loss(TrainParams(label_smoothing=0.0)) == "sparse_categorical_crossentropy"
+    smoothed = train.loss(TrainParams(label_smoothing=0.1))
+    assert isinstance(smoothed, train.SmoothedSparseCrossentropy) and smoothed.smoothing == 0.1
+
+
+def test_a_model_trained_with_label_smoothing_ships_without_this_projects_code(tmp_path):
+    """The shipped file holds no trace of training (loss, optimizer), so plain Keras loads it,
+    even with `compile=True`, in a process that never imported this project."""
+    keras.utils.set_random_seed(0)
+    for tta in (False, True):
+        p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8), tta_flip=tta, tta_shift=int(tta))
+        net = models.build(p)
+        train.compile_model(net, TrainParams(label_smoothing=0.1, epochs=2), 1)
+        x = np.random.default_rng(1).random((8, 28, 28, 1), dtype=np.float32)
+        net.fit(x, np.arange(8) % 10, epochs=1, verbose=0)
+        path = tmp_path / f"tta-{tta}.keras"
+        models.save_model(models.for_inference(net, p), path)
+        np.save(tmp_path / "x.npy", x)
+        expected = models.for_inference(net, p).predict(x, verbose=0)
+        np.save(tmp_path / "expected.npy", expected)
+        script = (
+            "import sys, keras, numpy as np\n"
+            f"m = keras.saving.load_model({str(path)!r}, safe_mode=True)\n"
+            f"x, expected = np.load({str(tmp_path / 'x.npy')!r}), "
+            f"np.load({str(tmp_path / 'expected.npy')!r})\n"
+            "assert np.allclose(m.predict(x, verbose=0), expected, atol=1e-6)\n"
+            "assert not any(name.startswith('fmnist') for name in sys.modules)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_weight_decay_selects_adamw():

@@ -1,7 +1,8 @@
 """Stage `evaluate`: score the trained model on the test set and draw what it learned.
 
-Writes `metrics/eval.json` (loss and accuracy on every split; precision, recall and F1, macro
-and weighted, on the test set), `metrics/per_class.csv` (the per-class report),
+Writes `metrics/eval.json` (loss, accuracy and number of examples on every split, the training
+split a fixed sample of `evaluate.train_sample` images; precision, recall and F1, macro and
+weighted, on the test set), `metrics/per_class.csv` (the per-class report),
 `metrics/predictions.csv` (true and predicted class of each test image, for DVC's confusion
 plot) and the figures: confusion matrix, training curves, misclassified examples, first-layer
 filters and feature maps.
@@ -19,18 +20,30 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from fmnist import atomic, figures, history, inputs, models
-from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, load_split
+from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, Split, load_split
 from fmnist.errors import ParamsError, report_errors
 from fmnist.params import load_params
 
 # Probabilities are clipped before the log so that a confident mistake costs a finite loss.
 _EPSILON = 1e-7
+# Seeds the choice of `evaluate.train_sample` training images: the same ones on every run.
+_SAMPLE_SEED = 0
 
 
 def predict(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Class probabilities (N, 10) for uint8 images (N, 28, 28)."""
     ds = inputs.dataset(images, np.zeros(len(images), np.uint8), batch_size).map(lambda x, _: x)
     return np.asarray(model.predict(ds, verbose=0), dtype=np.float64)
+
+
+def sample(split: Split, size: int) -> Split:
+    """`size` examples of `split` picked at random without replacement, always the same ones
+    (in their original order); the whole split if `size` is 0 or not smaller."""
+    images, labels = split
+    if not size or size >= len(labels):
+        return split
+    picked = np.sort(np.random.default_rng(_SAMPLE_SEED).choice(len(labels), size, replace=False))
+    return images[picked], labels[picked]
 
 
 def loss_and_accuracy(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -109,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p = load_params(args.params).evaluate
     model = models.load_model(args.model)
     splits = {name: load_split(args.data / f"{name}.npz") for name in SPLIT_NAMES}
+    splits["train"] = sample(splits["train"], p.train_sample)
     test_images, test_labels = splits["test"]
     if p.feature_map_image >= len(test_labels):
         raise ParamsError(
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     scores, test_probs = {}, None
     for name, (images, labels) in splits.items():
         probs = predict(model, images, p.batch_size)
-        scores[name] = loss_and_accuracy(labels, probs)
+        scores[name] = loss_and_accuracy(labels, probs) | {"examples": len(labels)}
         if name == "test":
             test_probs = probs
     predicted = test_probs.argmax(axis=1)

@@ -136,17 +136,39 @@ def mirror(images: keras.KerasTensor) -> keras.KerasTensor:
     return layers.Reshape(IMAGE_SHAPE, name="mirror_image")(flipped)
 
 
-def with_mirror_averaging(network: keras.Model) -> keras.Model:
-    """`network` made to average its probabilities for each image and its mirror image.
+def shift(images: keras.KerasTensor, dx: int, dy: int, name: str) -> keras.KerasTensor:
+    """`images` moved `dx` pixels right and `dy` down (negative: left, up), zeros shifted in:
+    zero-padding on one side, cropping the other. Built-in layers, no weights, exact."""
+    pad = ((max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0)))
+    crop = ((max(-dy, 0), max(dy, 0)), (max(-dx, 0), max(dx, 0)))
+    padded = layers.ZeroPadding2D(pad, name=f"{name}_pad")(images)
+    return layers.Cropping2D(crop, name=f"{name}_crop")(padded)
 
-    Test-time augmentation with the same weights: twice the inference work, and no trainable
-    parameters added (the mirror's fixed 28x28 matrix is not trained). Training flips
-    garments too; they are left-right symmetric classes.
+
+def test_time_views(images: keras.KerasTensor, p: ModelParams) -> list[keras.KerasTensor]:
+    """The views that the saved model averages over: the image; its mirror if `p.tta_flip`;
+    each of those moved `p.tta_shift` pixels right, left, down and up if `p.tta_shift`."""
+    originals = [("", images)] + ([("mirror_", mirror(images))] if p.tta_flip else [])
+    s = p.tta_shift
+    moves = {"right": (s, 0), "left": (-s, 0), "down": (0, s), "up": (0, -s)} if s else {}
+    views = []
+    for prefix, view in originals:
+        views.append(view)
+        views += [shift(view, dx, dy, f"{prefix}shift_{way}") for way, (dx, dy) in moves.items()]
+    return views
+
+
+def with_test_time_augmentation(network: keras.Model, p: ModelParams) -> keras.Model:
+    """`network` made to average its probabilities over `test_time_views`.
+
+    The same weights on every view: no trainable parameters added (the mirror's fixed 28x28
+    matrix is not trained), and as many times the inference work as there are views (2 for
+    the mirror, 5 for the shifts, 10 for both). Training mirrors and shifts garments too.
     """
     images = keras.Input(shape=IMAGE_SHAPE, name="images")
-    probs = [network(images), network(mirror(images))]
+    probs = [network(view) for view in test_time_views(images, p)]
     return keras.Model(
-        images, layers.Average(name="mirror_average")(probs), name=f"{network.name}_mirror_tta"
+        images, layers.Average(name="tta_average")(probs), name=f"{network.name}_tta"
     )
 
 
@@ -181,8 +203,15 @@ def build(p: ModelParams, replicas: int = 1) -> keras.Model:
 
 
 def for_inference(trained: keras.Model, p: ModelParams) -> keras.Model:
-    """What is saved and shipped: the trained network, mirror-averaged if `p.tta_flip`."""
-    return with_mirror_averaging(trained) if p.tta_flip else trained
+    """What is saved and shipped: the trained network, averaged over test-time views if
+    `p.tta_flip` or `p.tta_shift`.
+
+    A copy, without what `compile` attached (loss, optimizer and its state): a Keras archive
+    stores those, and this project's loss would then stop plain Keras from loading the file.
+    """
+    network = type(trained).from_config(trained.get_config())
+    network.set_weights(trained.get_weights())
+    return with_test_time_augmentation(network, p) if p.tta_flip or p.tta_shift else network
 
 
 # `model.save` stamps the wall-clock time into the archive; a fixed stamp makes the same

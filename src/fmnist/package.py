@@ -37,7 +37,7 @@ import tensorflow as tf
 from fmnist import atomic, device, inputs, lineage, models
 from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.errors import PipelineError, report_errors
-from fmnist.params import PackageParams, Params, load_params, params_to_dict
+from fmnist.params import ModelParams, PackageParams, Params, load_params, params_to_dict
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -189,6 +189,18 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _tta_sentence(model: dict) -> str:
+    """The model card's words for the test-time augmentation that `model` params select."""
+    flip, shift = model.get("tta_flip"), model.get("tta_shift")
+    if not (flip or shift):
+        return ""
+    views = "each image and its mirror image" if flip else "each image"
+    if shift:
+        views += f", {'each ' if flip else ''}also moved {shift} px right, left, down and up"
+    count = ModelParams(tta_flip=bool(flip), tta_shift=shift or 0).tta_views
+    return f" It averages its probabilities over {views} (test-time augmentation: {count} views)."
+
+
 def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
     """The model card (Markdown): intended use, data, architecture, metrics, limits, versions."""
     model, train = params["model"], params["train"]
@@ -242,13 +254,7 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "",
             f"- Architecture `{model['arch']}` (see `src/fmnist/models.py`), "
             f"{training.get('parameters', 'unknown')} parameters; filters {model['filters']}, "
-            f"kernel {model['kernel_size']}, dropout {model['dropout']}."
-            + (
-                " It averages its probabilities for each image and its mirror image "
-                "(test-time augmentation)."
-                if model.get("tta_flip")
-                else ""
-            ),
+            f"kernel {model['kernel_size']}, dropout {model['dropout']}." + _tta_sentence(model),
             f"- {optimizer}, {train.get('schedule', 'plateau')} schedule, learning rate "
             f"{train['learning_rate']}, batch {train['batch_size']}, "
             f"{training.get('epochs_run', '?')} of at most {train['epochs']} epochs, seed "

@@ -46,16 +46,43 @@ def learning_rate(
     )
 
 
+@keras.saving.register_keras_serializable(package="fmnist")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels smoothed towards uniform, as Keras'
+    `CategoricalCrossentropy(label_smoothing=...)` computes it for one-hot labels."""
+
+    def __init__(self, smoothing: float, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = smoothing
+
+    def call(self, y_true, y_pred):
+        classes = keras.ops.shape(y_pred)[-1]
+        one_hot = keras.ops.one_hot(keras.ops.reshape(y_true, [-1]), classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, label_smoothing=self.smoothing
+        )
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+def loss(p: TrainParams) -> str | keras.losses.Loss:
+    """Sparse categorical cross-entropy, as the seeds use; smoothed if `train.label_smoothing`."""
+    if p.label_smoothing:
+        return SmoothedSparseCrossentropy(p.label_smoothing)
+    return "sparse_categorical_crossentropy"
+
+
 def compile_model(
     model: keras.Model, p: TrainParams, steps_per_epoch: int, replicas: int = 1
 ) -> None:
-    """Adam (AdamW with weight decay) and sparse categorical cross-entropy, as the seeds use."""
+    """Adam (AdamW with weight decay) and the `loss` above."""
     rate = learning_rate(p, steps_per_epoch, replicas)
     if p.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=p.weight_decay)
     else:
         optimizer = keras.optimizers.Adam(learning_rate=rate)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=loss(p), metrics=["accuracy"])
 
 
 def schedule_callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
