@@ -46,7 +46,10 @@ def test_unknown_top_level_group():
 def test_missing_key_is_named_with_its_default():
     data = defaults()
     del data["train"]["epochs"]
-    with pytest.raises(ParamsError, match=r"missing key 'train.epochs' \(its default is 25\)"):
+    default = Params().train.epochs
+    with pytest.raises(
+        ParamsError, match=rf"missing key 'train.epochs' \(its default is {default}\)"
+    ):
         params_from_dict(data)
 
 

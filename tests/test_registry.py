@@ -96,7 +96,7 @@ def test_an_architecture_key_added_later_is_major():
 
 def test_propose_lists_the_changes_and_starts_at_v1():
     proposal = registry.propose((1, 0, 0), defaults(), changed(train__epochs=5))
-    assert proposal.changes == {"train.epochs": (25, 5)}
+    assert proposal.changes == {"train.epochs": (Params().train.epochs, 5)}
     assert registry.propose(None, None, defaults()).version == (1, 0, 0)
 
 

@@ -181,7 +181,7 @@ class TrainParams:
     """Optimisation of the `train` stage. Defaults: this project's recipe, sized for a 2-core
     CPU in under 30 minutes; the seeds' are the recipes `notebook` and `writeup`."""
 
-    epochs: int = _field(25, lo=1)
+    epochs: int = _field(30, lo=1)
     # The batch of one replica; the global batch is this times the replicas (fmnist.distribute).
     batch_size: int = _field(128, lo=1)
     # Adam's (peak) learning rate for one replica.
