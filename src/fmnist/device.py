@@ -9,6 +9,7 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own oneDNN check
 
 from fmnist.params import TrainParams
 
@@ -34,6 +35,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels (see `fmnist.ONEDNN_VARIABLE`)."""
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def resolve_precision(requested: str, has_gpu: bool, flags: set[str]) -> str:
@@ -70,6 +76,7 @@ def setup(p: TrainParams) -> dict:
         "device": device,
         "precision": precision,
         "deterministic": p.deterministic,
+        "onednn": onednn_enabled(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "python": sys.version.split()[0],
