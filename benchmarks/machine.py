@@ -6,6 +6,10 @@ import os
 import time
 from pathlib import Path
 
+# First, so that TensorFlow starts with the oneDNN setting the stages run with.
+import fmnist  # noqa: F401  (its import sets fmnist.ONEDNN_VARIABLE)
+
+# isort: split
 import keras
 import tensorflow as tf
 
@@ -56,7 +60,8 @@ def describe() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     return (
         f"{device.cpu_model()}, {os.cpu_count()} cores ({' '.join(isa) or 'no AVX'}), "
-        f"{len(gpus)} GPU(s), TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+        f"{len(gpus)} GPU(s), TensorFlow {tf.__version__} (oneDNN "
+        f"{'on' if device.onednn_enabled() else 'off'}), Keras {keras.__version__}; "
         f"speed probe {speed_probe():.2f} s (see machine.speed_probe)"
     )
 

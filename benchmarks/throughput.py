@@ -2,9 +2,12 @@
 
 Same model, batch size and images for every method. Each timed run is one `fit` call of
 several epochs, as training really runs (Keras makes a new input iterator every epoch, and
-what happens between epochs counts). Runs alternate between the methods so that machine noise
-hits all alike. Prints images/s (median of the rounds), the ratio to plain `fit`, and the
-achieved fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs).
+what happens between epochs counts). Each method runs with TensorFlow's oneDNN kernels off and
+on (`--onednn`), a setting TensorFlow reads once per process: each round runs a new process
+per setting, which times every method once. Rounds, settings and methods alternate so that
+machine noise hits all alike. Prints images/s (median of the rounds), the ratio to plain `fit`
+in TensorFlow's own oneDNN setting for this CPU (the notebook as it runs), and the achieved
+fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs).
 
     python3 benchmarks/throughput.py --recipe notebook --rounds 2
 
@@ -14,28 +17,37 @@ Methods:
   pipeline               the pipeline as training runs it: fixed prefetch depth, no autotuning
   pipeline + XLA         the same, compiled with XLA (`jit_compile=True`)
   pipeline, bfloat16     the same under mixed_bfloat16 (fast only on CPUs with AMX)
+
+each with TensorFlow's oneDNN kernels off and on (the pipeline turns them on on x86-64).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import machine  # first: TensorFlow starts with the stages' oneDNN setting
+
+# isort: split
 import keras
 import numpy as np
-import tensorflow as tf
 
-import machine
+import fmnist
 from fmnist import device, inputs, models, recipes, train
 from fmnist.dataset import load_split
-from fmnist.params import ModelParams, TrainParams, load_params, params_to_dict
+from fmnist.params import ModelParams, Params, TrainParams, load_params, params_to_dict
 
 PLAIN = "plain fit (NumPy)"
 METHODS = (PLAIN, "pipeline, autotuned", "pipeline", "pipeline + XLA", "pipeline, bfloat16")
+ONEDNN = {"off": "0", "on": "1"}  # --onednn setting: TF_ENABLE_ONEDNN_OPTS
 
 
 def compiled(m: ModelParams, p: TrainParams, steps: int, precision: str, jit: bool) -> keras.Model:
@@ -97,7 +109,7 @@ def method(
     return fit
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument(
@@ -107,25 +119,77 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed fit")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--onednn", nargs="+", default=list(ONEDNN), choices=ONEDNN, help="kernel settings"
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
 
+
+def recipe(args: argparse.Namespace) -> Params:
+    """The recipe's params, trained in float32 (the bfloat16 method sets its own policy)."""
     params = recipes.recipe_params(
         args.recipe, recipes.load_recipes(), params_to_dict(load_params("params.yaml"))
     )
-    p = dataclasses.replace(params.train, precision="float32")
+    return dataclasses.replace(params, train=dataclasses.replace(params.train, precision="float32"))
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One round in this process's kernel setting: each method warmed up, then timed once.
+    Prints the seconds per method as JSON, last line of stdout."""
+    params = recipe(args)
     images, labels = load_split(args.data / "train.npz")
     images, labels = images[: args.images], labels[: args.images]
-    device.setup(p)
-    probe_before = machine.speed_probe()
-    fits = {name: method(name, params.model, p, images, labels) for name in args.methods}
+    device.setup(params.train)
+    fits = {name: method(name, params.model, params.train, images, labels) for name in args.methods}
     for fit in fits.values():
         fit(1)  # trace and warm up
-    seconds: dict[str, list[float]] = {name: [] for name in fits}
+    seconds = {}
+    for name, fit in fits.items():
+        start = time.perf_counter()
+        fit(args.epochs)
+        seconds[name] = time.perf_counter() - start
+    print(json.dumps({"onednn": device.onednn_enabled(), "seconds": seconds}))
+
+
+def run_worker(setting: str) -> dict:
+    """A worker round in a new Python whose TensorFlow starts with oneDNN `setting`."""
+    env = {**os.environ, fmnist.ONEDNN_VARIABLE: ONEDNN[setting], "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, __file__, *sys.argv[1:], "--worker"]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["onednn"] != (setting == "on"):
+        raise RuntimeError(f"oneDNN {setting}: {fmnist.ONEDNN_VARIABLE} did not take effect")
+    return result["seconds"]
+
+
+def tensorflows_own_onednn_setting() -> str:
+    """What TensorFlow itself picks on this CPU: in a new Python with the variable unset,
+    TensorFlow imported before this package (whose import would set it)."""
+    env = {k: v for k, v in os.environ.items() if k != fmnist.ONEDNN_VARIABLE}
+    ask = "import tensorflow\nfrom fmnist import device\nprint(device.onednn_enabled())"
+    out = subprocess.run(
+        [sys.executable, "-c", ask], env=env, stdout=subprocess.PIPE, text=True, check=True
+    )
+    return "on" if out.stdout.split()[-1] == "True" else "off"
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+    params = recipe(args)
+    p = params.train
+    tf_default = tensorflows_own_onednn_setting()
+    probe_before = machine.speed_probe()
+    # Rounds alternate between the settings (and, inside a worker, between the methods), so
+    # that machine noise hits all alike.
+    seconds: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
-        for name, fit in fits.items():
-            start = time.perf_counter()
-            fit(args.epochs)
-            seconds[name].append(time.perf_counter() - start)
+        for setting in args.onednn:
+            for name, t in run_worker(setting).items():
+                seconds.setdefault((name, setting), []).append(t)
 
     flops = 3 * machine.forward_flops(models.build(params.model))
     peak, peak_how = machine.fp32_peak_gflops()
@@ -133,30 +197,36 @@ def main() -> None:
     print(
         f"recipe {args.recipe}: model {params.model.arch} {list(params.model.filters)}, batch "
         f"{p.batch_size}, augmentation {'on' if p.augment.enabled else 'off'}; "
-        f"{len(labels):,} images × {args.epochs} epochs per timed fit, {args.rounds} rounds"
+        f"{args.images:,} images × {args.epochs} epochs per timed fit, {args.rounds} rounds"
     )
     print(
         f"training FLOPs per image ≈ {flops / 1e6:.1f} M; fp32 peak = {peak_how}"
         + (f" = {peak:.0f} GFLOP/s" if peak else "")
     )
+    pipeline_setting = os.environ.get(fmnist.ONEDNN_VARIABLE, "unset")
+    print(
+        f"oneDNN kernels: TensorFlow's own setting on this CPU: {tf_default}; the pipeline's: "
+        f"{fmnist.ONEDNN_VARIABLE}={pipeline_setting} (what the stages inherit from here)"
+    )
     print()
-    header = ("method", "images/s (median)", "min-max", f"× {PLAIN}", "GFLOP/s", "% fp32 peak")
+    reference_key = (PLAIN, tf_default)
+    reference_name = f"{PLAIN}, oneDNN {tf_default}"
+    header = ("method", "oneDNN", "images/s (median)", "min-max", f"× {reference_name}")
+    header += ("GFLOP/s", "% fp32 peak")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("-" * (len(h) + 2) for h in header) + "|")
-    rates = {
-        name: [len(labels) * args.epochs / t for t in times] for name, times in seconds.items()
-    }
-    reference = statistics.median(rates[PLAIN]) if PLAIN in rates else None
-    for name, rate in rates.items():
+    rates = {key: [args.images * args.epochs / t for t in times] for key, times in seconds.items()}
+    reference = statistics.median(rates[reference_key]) if reference_key in rates else None
+    for (name, setting), rate in rates.items():
         median = statistics.median(rate)
         gflops = median * flops / 1e9
         share = f"{100 * gflops / peak:.1f}" if peak else "n/a"
         ratio = f"{median / reference:.2f}" if reference else "n/a"
         print(
-            f"| {name:<19} | {median:>17,.0f} | {min(rate):>6,.0f}-{max(rate):<6,.0f} | "
-            f"{ratio:>{len(PLAIN) + 2}} | {gflops:>7.1f} | {share:>11} |"
+            f"| {name:<19} | {setting:>6} | {median:>17,.0f} | "
+            f"{min(rate):>6,.0f}-{max(rate):<6,.0f} | {ratio:>{len(header[4])}} | "
+            f"{gflops:>7.1f} | {share:>11} |"
         )
-    tf.keras.backend.clear_session()
 
 
 if __name__ == "__main__":
