@@ -93,7 +93,7 @@ def card_inputs() -> tuple[dict, dict, dict]:
         "inference": package.speed_summary([0.001, 0.002], [0.1], 256),
         "code": {"commit": "abc123", "dirty": True},
         "data": {"raw": {"t10k-images-idx3-ubyte": "ff00"}},
-        "packaging": {"device": "CPU (y)", "tensorflow": tf.__version__},
+        "packaging": {"device": "CPU (y)", "onednn": True, "tensorflow": tf.__version__},
         "packaged_at": "2026-01-01T00:00:00+00:00",
     }
     return params, metrics, record
@@ -118,6 +118,7 @@ def test_model_card_has_every_section_and_the_real_numbers():
     assert "93962 parameters" in card and "`ff00`" in card
     assert "abc123 (with uncommitted changes" in card
     assert "uint8" in card and "(batch, 28, 28, 1)" in card
+    assert "CPU (y), TensorFlow's oneDNN kernels on: latency p50" in card
 
 
 @pytest.mark.parametrize(

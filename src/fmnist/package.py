@@ -177,6 +177,7 @@ def packaging_machine() -> dict:
     gpus = tf.config.list_physical_devices("GPU")
     return {
         "device": f"GPU x{len(gpus)}" if gpus else f"CPU ({device.cpu_model()})",
+        "onednn": device.onednn_enabled(),  # moves CPU speed both ways (README, "Inference")
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "python": sys.version.split()[0],
@@ -206,6 +207,7 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
     model, train = params["model"], params["train"]
     optimizer = "AdamW" if train.get("weight_decay") else "Adam"
     training, speed = lineage_record["training"], lineage_record["inference"]
+    packaging = lineage_record["packaging"]
     per_class = metrics["per_class"]
     worst = sorted(per_class, key=lambda r: r["f1"])[:3]
     splits = [s for s in ("train", "val", "test") if s in metrics]
@@ -285,7 +287,8 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "",
             "## Inference speed (on the packaging machine)",
             "",
-            f"{lineage_record['packaging']['device']}: latency p50 {speed['latency_ms_p50']} ms, "
+            f"{packaging['device']}, TensorFlow's oneDNN kernels "
+            f"{'on' if packaging['onednn'] else 'off'}: latency p50 {speed['latency_ms_p50']} ms, "
             f"p95 {speed['latency_ms_p95']} ms at batch 1 ({speed['latency_runs']} calls); "
             f"{speed['throughput_images_per_s']} images/s at batch "
             f"{speed['throughput_batch_size']}. The model needs no GPU.",
@@ -306,7 +309,7 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             f"- Trained with TensorFlow {training.get('tensorflow', '?')}, Keras "
             f"{training.get('keras', '?')}, Python {training.get('python', '?')}.",
             f"- Packaged {lineage_record['packaged_at']} with TensorFlow "
-            f"{lineage_record['packaging']['tensorflow']}.",
+            f"{packaging['tensorflow']}.",
             "",
         ]
     )
