@@ -6,7 +6,8 @@ what happens between epochs counts). Each method runs with TensorFlow's oneDNN k
 on (`--onednn`), a setting TensorFlow reads once per process: each round runs a new process
 per setting, which times every method once. Rounds, settings and methods alternate so that
 machine noise hits all alike. Prints images/s (median of the rounds), the ratio to plain `fit`
-in TensorFlow's own oneDNN setting for this CPU (the notebook as it runs), and the achieved
+in TensorFlow's own oneDNN setting for this CPU (the notebook as it runs), both of the medians
+and round by round (the median of the rounds' ratios, and their range), and the achieved
 fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs).
 
     python3 benchmarks/throughput.py --recipe notebook --rounds 2
@@ -212,20 +213,26 @@ def main() -> None:
     reference_key = (PLAIN, tf_default)
     reference_name = f"{PLAIN}, oneDNN {tf_default}"
     header = ("method", "oneDNN", "images/s (median)", "min-max", f"× {reference_name}")
-    header += ("GFLOP/s", "% fp32 peak")
+    header += ("× per round: median (min-max)", "GFLOP/s", "% fp32 peak")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("-" * (len(h) + 2) for h in header) + "|")
+    # rates[key][r] is round r's: a ratio within a round compares runs minutes apart, not
+    # the whole benchmark apart, so it is the one less exposed to the host's changes of speed.
     rates = {key: [args.images * args.epochs / t for t in times] for key, times in seconds.items()}
-    reference = statistics.median(rates[reference_key]) if reference_key in rates else None
+    reference = rates.get(reference_key)
     for (name, setting), rate in rates.items():
         median = statistics.median(rate)
         gflops = median * flops / 1e9
         share = f"{100 * gflops / peak:.1f}" if peak else "n/a"
-        ratio = f"{median / reference:.2f}" if reference else "n/a"
+        ratio = per_round = "n/a"
+        if reference:
+            ratio = f"{median / statistics.median(reference):.2f}"
+            rounds = [r / ref for r, ref in zip(rate, reference, strict=True)]
+            per_round = f"{statistics.median(rounds):.2f} ({min(rounds):.2f}-{max(rounds):.2f})"
         print(
             f"| {name:<19} | {setting:>6} | {median:>17,.0f} | "
             f"{min(rate):>6,.0f}-{max(rate):<6,.0f} | {ratio:>{len(header[4])}} | "
-            f"{gflops:>7.1f} | {share:>11} |"
+            f"{per_round:>{len(header[5])}} | {gflops:>7.1f} | {share:>11} |"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 
 import pytest
@@ -17,6 +18,21 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 SRC = ROOT / "src" / "fmnist"
 
 
+@functools.cache
+def imports(module: str) -> frozenset[str]:
+    """The modules that fmnist module `module` imports, by full name (`from fmnist import x`
+    counts as `fmnist.x`)."""
+    names = set()
+    for node in ast.walk(ast.parse((SRC / f"{module}.py").read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module == "fmnist":
+            names.update(f"fmnist.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return frozenset(names)
+
+
 def fmnist_imports(module: str) -> set[str]:
     """The fmnist modules `module` imports, directly or through others (not __init__)."""
     seen: set[str] = set()
@@ -26,28 +42,14 @@ def fmnist_imports(module: str) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        tree = ast.parse((SRC / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "fmnist":
-                todo += [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fmnist."):
-                todo.append(node.module.split(".")[1])
-            elif isinstance(node, ast.Import):
-                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("fmnist.")]
+        todo += [n.split(".")[1] for n in imports(name) if n.startswith("fmnist.")]
     return seen
 
 
 def runs_tensorflow(modules: set[str]) -> bool:
     """Whether any of `modules` imports TensorFlow or Keras, whose runtime the package's
     `__init__` configures (so that it moves what such a stage computes)."""
-    names = []
-    for module in modules:
-        for node in ast.walk(ast.parse((SRC / f"{module}.py").read_text())):
-            if isinstance(node, ast.Import):
-                names += [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names.append(node.module)
-    return any(name.split(".")[0] in ("tensorflow", "keras") for name in names)
+    return any(n.split(".")[0] in ("tensorflow", "keras") for m in modules for n in imports(m))
 
 
 def stage_module(stage: dict) -> str:

@@ -12,7 +12,7 @@ import pytest
 import fmnist
 from helpers import ROOT
 
-ASK = "import fmnist.device as d, tensorflow as tf; print(d.onednn_enabled())"
+ASK = "import fmnist.device as d; print(d.onednn_enabled())"
 
 
 def onednn_in_a_fresh_process(value: str | None) -> str:
