@@ -1,0 +1,108 @@
+"""How strong an augmentation is, read two ways: a trained model's accuracy on augmented images.
+
+The seed write-up names its augmentation in the words of Keras' legacy `ImageDataGenerator`
+(rotation, width/height shift, shear range, zoom range, flips, fill mode). That class reads two
+of them unlike this project: its shear range is an angle in degrees (here: a shear factor), and
+it draws the x and y zoom independently (here: one zoom for both axes). This script applies
+each reading of a recipe's augmentation to the test images, once per draw, and scores the
+trained network (one view, no test-time averaging) on them: the lower the accuracy, the
+further the augmentation moves images from the data. No retraining.
+
+    python3 benchmarks/augment_strength.py models/model.keras --recipe writeup --draws 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import machine  # first: TensorFlow starts with the stages' oneDNN setting
+
+# isort: split
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+from fmnist import inputs, models, recipes
+from fmnist.dataset import load_split
+from fmnist.params import AugmentParams, load_params, params_to_dict
+
+
+def this_project(x: np.ndarray, p: AugmentParams, draw: int, batch: int) -> np.ndarray:
+    """`inputs.augment_batch`, as training applies it, seeded by (draw, batch index)."""
+    return np.concatenate(
+        [
+            inputs.augment_batch(tf.constant(x[i : i + batch]), tf.constant([draw, i]), p).numpy()
+            for i in range(0, len(x), batch)
+        ]
+    )
+
+
+def image_data_generator(
+    x: np.ndarray, p: AugmentParams, draw: int, shear_deg: float
+) -> np.ndarray:
+    """Keras' `ImageDataGenerator` with `p`'s settings, its shear range `shear_deg` degrees."""
+    generator = ImageDataGenerator(
+        rotation_range=p.rotation_deg,
+        width_shift_range=p.shift,
+        height_shift_range=p.shift,
+        shear_range=shear_deg,
+        zoom_range=p.zoom,
+        horizontal_flip=p.horizontal_flip,
+        fill_mode=p.fill_mode,
+    )
+    np.random.seed(draw)  # the generator draws from NumPy's global generator
+    return np.stack([generator.random_transform(image) for image in x])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, nargs="?", default=Path("models/model.keras"))
+    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--recipe", default="writeup", help="whose augmentation (`fmnist recipe`)")
+    parser.add_argument("--draws", type=int, default=3, help="augmented copies of the test set")
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+
+    base = params_to_dict(load_params("params.yaml"))
+    p = recipes.recipe_params(args.recipe, recipes.load_recipes(), base).train.augment
+    network = models.network(models.load_model(args.model))
+    images, labels = load_split(args.data / "test.npz")
+    x = inputs.preprocess(images[..., np.newaxis]).numpy()
+
+    def accuracy(xs: np.ndarray) -> float:
+        return float(
+            (network.predict(xs, batch_size=args.batch, verbose=0).argmax(1) == labels).mean()
+        )
+
+    # The shear factor this project applies, as the angle ImageDataGenerator would need for it.
+    shear_as_angle = math.degrees(math.atan(p.shear))
+    readings = {
+        "this project (shear factor, one zoom)": lambda d: this_project(x, p, d, args.batch),
+        "ImageDataGenerator (shear in degrees, x/y zoom apart)": lambda d: image_data_generator(
+            x, p, d, p.shear
+        ),
+        f"ImageDataGenerator, shear {shear_as_angle:.1f}°": lambda d: image_data_generator(
+            x, p, d, shear_as_angle
+        ),
+    }
+    print(f"machine: {machine.describe()}")
+    print(f"model: {args.model} ({network.name}, one view), Keras {keras.__version__}")
+    print(f"recipe {args.recipe}: {p}\n")
+    print("| augmentation | test accuracy, median of draws | min-max |")
+    print("|---|---|---|")
+    print(f"| none | {accuracy(x):.2%} | |", flush=True)
+    for name, augment in readings.items():
+        scores = [accuracy(augment(draw)) for draw in range(args.draws)]
+        print(
+            f"| {name} | {statistics.median(scores):.2%} | {min(scores):.2%}-{max(scores):.2%} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
