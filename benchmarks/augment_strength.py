@@ -14,17 +14,18 @@ further the augmentation moves images from the data. No retraining.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from pathlib import Path
 
 import machine  # first: TensorFlow starts with the stages' oneDNN setting
 
 # isort: split
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
+
+# Keras 3 keeps the class only in its legacy package, outside its public API.
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 from fmnist import inputs, models, recipes
@@ -36,7 +37,9 @@ def this_project(x: np.ndarray, p: AugmentParams, draw: int, batch: int) -> np.n
     """`inputs.augment_batch`, as training applies it, seeded by (draw, batch index)."""
     return np.concatenate(
         [
-            inputs.augment_batch(tf.constant(x[i : i + batch]), tf.constant([draw, i]), p).numpy()
+            inputs.augment_batch(
+                tf.constant(x[i : i + batch]), tf.constant([draw, i], tf.int64), p
+            ).numpy()
             for i in range(0, len(x), batch)
         ]
     )
