@@ -17,7 +17,7 @@ Methods:
   pipeline, autotuned    this project's tf.data pipeline with tf.data's autotuning (TF default)
   pipeline               the pipeline as training runs it: fixed prefetch depth, no autotuning
   pipeline + XLA         the same, compiled with XLA (`jit_compile=True`)
-  pipeline, bfloat16     the same under mixed_bfloat16 (fast only on CPUs with AMX)
+  pipeline, bfloat16     the same under mixed_bfloat16 (fast on CPUs with AMX or AVX-512 BF16)
 
 each with TensorFlow's oneDNN kernels off and on (the pipeline turns them on on x86-64).
 """

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import fmnist
+from fmnist import device
 from helpers import ROOT
 
 ASK = "import fmnist.device as d; print(d.onednn_enabled())"
@@ -34,3 +35,43 @@ def test_importing_the_package_turns_onednn_on_on_x86_64():
 
 def test_an_explicit_setting_in_the_environment_wins():
     assert onednn_in_a_fresh_process("0") == "False"
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+flags\t\t: fpu avx2 fma avx512f avx512_bf16
+
+processor\t: 1
+model name\t: another
+flags\t\t: fpu
+"""
+
+
+def test_cpu_info_reads_the_first_processor(tmp_path, monkeypatch):
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+    assert device.cpu_model() == "AMD EPYC"
+    assert device.cpu_flags() == {"fpu", "avx2", "fma", "avx512f", "avx512_bf16"}
+    monkeypatch.setattr(device, "CPUINFO", tmp_path / "absent")
+    assert device.cpu_flags() == set()
+    assert device.cpu_model()  # the platform's name instead
+
+
+@pytest.mark.parametrize(
+    ("has_gpu", "flags", "expected"),
+    [
+        (True, {"avx512_bf16"}, "mixed_float16"),
+        (False, {"avx2", "amx_bf16"}, "mixed_bfloat16"),
+        (False, {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+        (False, {"avx2", "fma", "avx512f", "avx512_vnni"}, "float32"),
+        (False, set(), "float32"),
+    ],
+)
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(has_gpu, flags, expected):
+    assert device.resolve_precision("auto", has_gpu, flags) == expected
+
+
+def test_an_explicit_precision_is_kept_on_any_device():
+    assert device.resolve_precision("float32", True, {"amx_bf16"}) == "float32"
+    assert device.resolve_precision("mixed_bfloat16", False, set()) == "mixed_bfloat16"

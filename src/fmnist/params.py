@@ -203,7 +203,7 @@ class TrainParams:
     scale_lr_with_replicas: bool = True
     # Seeds weight initialisation, shuffling, dropout and augmentation.
     seed: int = _field(42, lo=0)
-    # auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX, float32 otherwise.
+    # auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX or AVX-512 BF16, else float32.
     precision: Precision = "auto"
     # TensorFlow op determinism: same data, params and code give the same model.
     deterministic: bool = True
