@@ -53,11 +53,8 @@ ONEDNN = {"off": "0", "on": "1"}  # --onednn setting: TF_ENABLE_ONEDNN_OPTS
 
 def compiled(m: ModelParams, p: TrainParams, steps: int, precision: str, jit: bool) -> keras.Model:
     """The model under `precision`, compiled as training compiles it (optionally with XLA)."""
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    with models.dtype_policy(precision):
         model = models.build(m)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     train.compile_model(model, p, steps)
     model.jit_compile = jit
     return model

@@ -51,11 +51,9 @@ def test_writeup_cnn_has_batchnorm_after_every_conv_and_dense():
 
 
 def test_outputs_are_probabilities_in_float32_even_under_mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+    with models.dtype_policy("mixed_bfloat16"):
         model = models.build(ModelParams())
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
     probs = model(np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32))
     assert probs.dtype == "float32"
     assert np.allclose(np.asarray(probs).sum(axis=1), 1.0, atol=1e-3)
@@ -149,6 +147,36 @@ def test_test_time_augmentation_averages_its_views_with_the_same_weights(
     loaded = keras.saving.load_model(tmp_path / "tta.keras", compile=False, safe_mode=True)
     assert np.allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
     assert models.network(loaded).name == net.name
+
+
+def _dtype_policies(model: keras.Model) -> set[str]:
+    """The dtype policies of every layer of `model`, nested models' layers included."""
+    names = set()
+    for layer in model.layers:
+        names |= _dtype_policies(layer) if isinstance(layer, keras.Model) else set()
+        names.add(layer.dtype_policy.name)
+    return names
+
+
+def test_a_network_trained_in_mixed_precision_ships_in_float32(tmp_path):
+    p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8))
+    x = np.random.default_rng(3).random((6, 28, 28, 1), dtype=np.float32)
+    with models.dtype_policy("mixed_bfloat16"):  # as `train` runs where bfloat16 is native
+        net = models.build(p)
+        shipped = models.for_inference(net, p)
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # left as it was
+        trained_output = net.predict(x, verbose=0)
+    assert _dtype_policies(net) == {"mixed_bfloat16", "float32"}
+    assert _dtype_policies(shipped) == {"float32"}
+    models.save_model(shipped, tmp_path / "shipped.keras")
+    loaded = models.load_model(tmp_path / "shipped.keras")
+    assert _dtype_policies(loaded) == {"float32"}
+    reference = models.build(p)  # float32 from the start, the same weights
+    reference.set_weights(net.get_weights())
+    expected = models.for_inference(reference, p).predict(x, verbose=0)
+    assert np.allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+    # The same weights in bfloat16 answer measurably differently: what float32 shipping removes.
+    assert not np.allclose(trained_output, reference.predict(x, verbose=0), atol=1e-6)
 
 
 def test_without_tta_a_copy_of_the_trained_network_ships():

@@ -2,15 +2,17 @@
 
 Every model takes float32 images scaled to [0, 1], shape (B, 28, 28, 1), and returns class
 probabilities (B, 10). The last layer always computes in float32 so that mixed precision never
-changes what the model outputs.
+changes what the model outputs, and the model that ships computes in float32 throughout (mixed
+precision is a way to train faster, not part of the model).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
@@ -186,6 +188,17 @@ ARCHITECTURES: dict[str, Callable[[ModelParams], keras.Model]] = {
 }
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Layers made inside compute under the Keras dtype policy `name` (the global one after)."""
+    before = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
 def build(p: ModelParams, replicas: int = 1) -> keras.Model:
     """The model named by `p.arch`, under the current Keras dtype policy.
 
@@ -208,10 +221,16 @@ def for_inference(trained: keras.Model, p: ModelParams) -> keras.Model:
 
     A copy, without what `compile` attached (loss, optimizer and its state): a Keras archive
     stores those, and this project's loss would then stop plain Keras from loading the file.
+    It computes in float32 whatever precision trained it (the weights are float32 either way):
+    the same answers on every machine, with no bfloat16 emulated where a CPU lacks it, and a
+    SavedModel that agrees with it (in bfloat16 the two kernels' roundings differ).
     """
-    network = type(trained).from_config(trained.get_config())
-    network.set_weights(trained.get_weights())
-    return with_test_time_augmentation(network, p) if p.tta_flip or p.tta_shift else network
+    with dtype_policy("float32"):
+        network = type(trained).from_config(trained.get_config())
+        for layer in network.layers:
+            layer.dtype_policy = "float32"
+        network.set_weights(trained.get_weights())
+        return with_test_time_augmentation(network, p) if p.tta_flip or p.tta_shift else network
 
 
 # `model.save` stamps the wall-clock time into the archive; a fixed stamp makes the same
