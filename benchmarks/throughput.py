@@ -13,9 +13,11 @@ fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs)
     python3 benchmarks/throughput.py --recipe notebook --rounds 2
 
 Methods:
-  plain fit (NumPy)      the notebook: float64 arrays of pixel / 255, Keras' own batching
+  plain fit (NumPy)      the notebook: float64 arrays of pixel / 255, Keras' own batching, one
+                         training step per call into TensorFlow
   pipeline, autotuned    this project's tf.data pipeline with tf.data's autotuning (TF default)
-  pipeline               the pipeline as training runs it: fixed prefetch depth, no autotuning
+  pipeline               the pipeline as training runs it: fixed prefetch depth, no autotuning,
+                         `train.STEPS_PER_EXECUTION` steps per call (all pipeline methods)
   pipeline + XLA         the same, compiled with XLA (`jit_compile=True`)
   pipeline, bfloat16     the same under mixed_bfloat16 (fast on CPUs with AMX or AVX-512 BF16)
 
@@ -70,6 +72,7 @@ def method(
     done = 0
 
     if name == PLAIN:
+        model.steps_per_execution = 1  # the notebook's `compile`: one step per call
         x = (images / 255.0).reshape(-1, 28, 28, 1)
 
         def fit(epochs: int) -> None:

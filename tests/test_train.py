@@ -124,3 +124,24 @@ def test_schedule_callbacks_follow_params():
     stopping = cosine(early_stopping=EarlyStoppingParams(patience=10))
     assert [type(c).__name__ for c in train.schedule_callbacks(stopping)] == ["EarlyStopping"]
     assert train.schedule_callbacks(TrainParams()) == []  # the default: all its epochs
+
+
+def test_several_steps_per_call_train_the_same_weights_as_one():
+    """`compile_model`'s steps per execution change speed only: same steps, same weights."""
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 28, 28, 1), dtype=np.float32)  # 10 steps of 32 (the last one short)
+    y = rng.integers(0, 10, 300)
+    p = cosine(epochs=2, batch_size=32)
+    assert train.STEPS_PER_EXECUTION > 1
+    trained = {}
+    for steps_per_execution in (1, train.STEPS_PER_EXECUTION):
+        keras.utils.set_random_seed(0)
+        model = models.build(ModelParams(filters=(4, 6, 8)))
+        train.compile_model(model, p, steps_per_epoch=10)
+        assert model.steps_per_execution == train.STEPS_PER_EXECUTION
+        model.steps_per_execution = steps_per_execution
+        model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+        assert int(model.optimizer.iterations.numpy()) == 20
+        trained[steps_per_execution] = model.get_weights()
+    one, several = trained.values()
+    assert all(np.array_equal(a, b) for a, b in zip(one, several))
