@@ -34,9 +34,10 @@ def test_the_seed_recipes_are_the_seeds():
     writeup = recipes.recipe_params("writeup", RECIPES, BASE)
     assert writeup.train.batch_size == 32 and writeup.train.augment.rotation_deg == 15.0
     assert writeup.train.reduce_lr.factor == 0.2 and writeup.train.reduce_lr.min_lr == 1e-6
-    # The seeds' plain loss and no test-time augmentation, whatever the default is.
+    # The seeds' plain loss, float32 and no test-time augmentation, whatever the default is.
     for seed in (notebook, writeup):
         assert seed.train.label_smoothing == 0.0
+        assert seed.train.precision == "float32"
         assert (seed.model.tta_flip, seed.model.tta_shift) == (False, 0)
 
 
