@@ -9,6 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fmnist import models, train
 from fmnist.errors import ParamsError
@@ -145,3 +146,10 @@ def test_several_steps_per_call_train_the_same_weights_as_one():
         trained[steps_per_execution] = model.get_weights()
     one, several = trained.values()
     assert all(np.array_equal(a, b) for a, b in zip(one, several))
+
+
+def test_under_a_distribution_strategy_training_takes_one_step_per_call():
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        model = models.build(ModelParams(filters=(4, 6, 8)))
+        train.compile_model(model, cosine(), steps_per_epoch=10)
+    assert model.steps_per_execution == 1

@@ -28,7 +28,9 @@ from fmnist.params import Params, TrainParams, load_params
 # Training steps per call into TensorFlow (Keras' `steps_per_execution`): the same steps in the
 # same order, so the same weights to the bit, with less Python between steps. Measured for the
 # notebook's model in bfloat16 on a 2-core Zen 4: 1.07-1.17x images/s at 50 (3 rounds), 0.98-1.13x
-# at 10 (6 rounds); on an AVX2-only machine, whose steps were slower, no gain at 10.
+# at 10 (6 rounds); on an AVX2-only machine, whose steps were slower, no gain at 10. Under a
+# tf.distribute strategy training keeps one step per call: Keras 3.15's multi-step loop fails
+# under MultiWorkerMirroredStrategy ("You must feed a value for placeholder tensor ...").
 STEPS_PER_EXECUTION = 50
 
 
@@ -92,7 +94,7 @@ def compile_model(
         optimizer=optimizer,
         loss=loss(p),
         metrics=["accuracy"],
-        steps_per_execution=STEPS_PER_EXECUTION,
+        steps_per_execution=1 if tf.distribute.has_strategy() else STEPS_PER_EXECUTION,
     )
 
 
