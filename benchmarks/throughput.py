@@ -11,6 +11,7 @@ and round by round (the median of the rounds' ratios, and their range), and the 
 fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs).
 
     python3 benchmarks/throughput.py --recipe notebook --rounds 2
+    python3 benchmarks/throughput.py --recipe default -S model.filters=[16,40,72] --onednn on
 
 Methods:
   plain fit (NumPy)      the notebook: float64 arrays of pixel / 255, Keras' own batching, one
@@ -20,6 +21,10 @@ Methods:
                          `train.STEPS_PER_EXECUTION` steps per call (all pipeline methods)
   pipeline + XLA         the same, compiled with XLA (`jit_compile=True`)
   pipeline, bfloat16     the same under mixed_bfloat16 (fast on CPUs with AMX or AVX-512 BF16)
+  pipeline, bfloat16, Keras BatchNorm
+                         the same with Keras' own BatchNormalization instead of the fused one
+                         that training uses (`models.FusedBatchNormalization`; models with
+                         BatchNorm only)
 
 each with TensorFlow's oneDNN kernels off and on (the pipeline turns them on on x86-64).
 """
@@ -42,21 +47,42 @@ import machine  # first: TensorFlow starts with the stages' oneDNN setting
 # isort: split
 import keras
 import numpy as np
+import yaml
 
 import fmnist
 from fmnist import device, inputs, models, recipes, train
 from fmnist.dataset import load_split
-from fmnist.params import ModelParams, Params, TrainParams, load_params, params_to_dict
+from fmnist.params import (
+    ModelParams,
+    Params,
+    TrainParams,
+    load_params,
+    params_from_dict,
+    params_to_dict,
+)
 
 PLAIN = "plain fit (NumPy)"
-METHODS = (PLAIN, "pipeline, autotuned", "pipeline", "pipeline + XLA", "pipeline, bfloat16")
+KERAS_BN = "pipeline, bfloat16, Keras BatchNorm"
+METHODS = (
+    PLAIN,
+    "pipeline, autotuned",
+    "pipeline",
+    "pipeline + XLA",
+    "pipeline, bfloat16",
+    KERAS_BN,
+)
 ONEDNN = {"off": "0", "on": "1"}  # --onednn setting: TF_ENABLE_ONEDNN_OPTS
 
 
-def compiled(m: ModelParams, p: TrainParams, steps: int, precision: str, jit: bool) -> keras.Model:
-    """The model under `precision`, compiled as training compiles it (optionally with XLA)."""
+def compiled(
+    m: ModelParams, p: TrainParams, steps: int, precision: str, jit: bool, keras_bn: bool
+) -> keras.Model:
+    """The model under `precision`, compiled as training compiles it (optionally with XLA, or
+    with Keras' own BatchNormalization layers)."""
     with models.dtype_policy(precision):
         model = models.build(m)
+        if keras_bn:
+            model = models.keras_copy(model)
     train.compile_model(model, p, steps)
     model.jit_compile = jit
     return model
@@ -68,7 +94,7 @@ def method(
     """A function that trains a fresh model of the method for `epochs` epochs in one `fit`."""
     steps = inputs.steps_per_epoch(len(labels), p.batch_size)
     precision = "mixed_bfloat16" if "bfloat16" in name else "float32"
-    model = compiled(m, p, steps, precision, jit="XLA" in name)
+    model = compiled(m, p, steps, precision, jit="XLA" in name, keras_bn=name == KERAS_BN)
     done = 0
 
     if name == PLAIN:
@@ -116,6 +142,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--recipe", default="notebook", help="model, batch and augmentation (see `fmnist recipe`)"
     )
+    parser.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a params key set on top of the recipe, as `dvc exp run -S` takes it",
+    )
     parser.add_argument("--images", type=int, default=12_800, help="images per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed fit")
     parser.add_argument("--rounds", type=int, default=2)
@@ -128,10 +162,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def recipe(args: argparse.Namespace) -> Params:
-    """The recipe's params, trained in float32 (the bfloat16 method sets its own policy)."""
-    params = recipes.recipe_params(
-        args.recipe, recipes.load_recipes(), params_to_dict(load_params("params.yaml"))
-    )
+    """The recipe's params with `--set` on top, trained in float32 (the bfloat16 methods set
+    their own policy)."""
+    base = params_to_dict(load_params("params.yaml"))
+    params = recipes.recipe_params(args.recipe, recipes.load_recipes(), base)
+    pairs = (item.partition("=") for item in args.set)
+    sets = {key: yaml.safe_load(value) for key, _, value in pairs}
+    params = params_from_dict(recipes.apply(params_to_dict(params), sets))
     return dataclasses.replace(params, train=dataclasses.replace(params.train, precision="float32"))
 
 

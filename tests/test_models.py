@@ -7,6 +7,7 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fmnist import models
 from fmnist.errors import PipelineError
@@ -27,7 +28,7 @@ def test_the_notebooks_dense_baseline_has_its_parameter_count():
 
 def test_the_default_model_stays_under_100k_parameters():
     model = models.build(ModelParams())
-    assert model.count_params() == 96_938
+    assert model.count_params() == 96_282
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 6 and not any(c.use_bias for c in convs)
 
@@ -75,6 +76,56 @@ def test_batchnorm_is_synchronized_only_across_several_replicas(recipe):
     p = recipe_params(recipe).model
     assert synchronized(models.build(p)) == {False}
     assert synchronized(models.build(p, replicas=2)) == {True}
+
+
+def _op_types(layer: keras.layers.Layer, shape: tuple[int, ...], training: bool) -> set[str]:
+    """The TensorFlow op types of `layer` called on a float32 batch of `shape`."""
+    fn = tf.function(lambda x: layer(x, training=training))
+    graph = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize(("policy", "tolerance"), [("float32", 1e-5), ("mixed_bfloat16", 1e-2)])
+def test_fused_batchnorm_trains_as_keras_batchnorm_does(policy, tolerance):
+    """Outputs, gradients and moving statistics of a training step, against Keras' layer."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(1.0, 3.0, (16, 7, 7, 24)).astype(np.float32))
+    upstream = rng.normal(size=x.shape).astype(np.float32)  # a loss that weighs every output
+    gamma = rng.normal(size=24).astype(np.float32)
+    results = []
+    with models.dtype_policy(policy):
+        for layer in (models.FusedBatchNormalization(), keras.layers.BatchNormalization()):
+            layer.build(x.shape)
+            layer.gamma.assign(gamma)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+            grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+            results.append([y, *grads, layer.moving_mean, layer.moving_variance])
+            assert y.dtype == keras.mixed_precision.global_policy().compute_dtype
+    for fused, plain in zip(*results, strict=True):
+        fused, plain = (np.asarray(tf.cast(t, tf.float32)) for t in (fused, plain))
+        assert np.abs(fused - plain).max() <= tolerance * np.abs(plain).max()
+    assert "FusedBatchNormV3" in _op_types(models.FusedBatchNormalization(), x.shape, True)
+    assert "FusedBatchNormV3" not in _op_types(keras.layers.BatchNormalization(), x.shape, True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shape", "training"),
+    [({}, (8, 7, 7, 4), False), ({"synchronized": True}, (8, 7, 7, 4), True), ({}, (8, 16), True)],
+    ids=["inference", "synchronized", "dense"],
+)
+def test_fused_batchnorm_is_keras_batchnorm_where_the_kernel_does_not_apply(
+    kwargs, shape, training
+):
+    assert "FusedBatchNormV3" not in _op_types(
+        models.FusedBatchNormalization(**kwargs), shape, training
+    )
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    fused = models.FusedBatchNormalization(**kwargs)(x, training=training)
+    plain = keras.layers.BatchNormalization(**kwargs)(x, training=training)
+    assert np.allclose(fused, plain, atol=1e-6)
 
 
 def test_saved_model_bytes_depend_only_on_weights(tmp_path):
@@ -187,3 +238,7 @@ def test_without_tta_a_copy_of_the_trained_network_ships():
     assert models.network(shipped) is shipped and models.network(net) is net
     assert shipped.name == net.name and not shipped.compiled  # no loss, no optimizer state
     assert all(np.array_equal(a, b) for a, b in zip(shipped.get_weights(), net.get_weights()))
+    # Keras' own BatchNormalization ships, not the fused one that trained.
+    norms = {type(layer) for layer in shipped.layers if "bn" in layer.name}
+    assert norms == {keras.layers.BatchNormalization}
+    assert models.FusedBatchNormalization in {type(layer) for layer in net.layers}
