@@ -64,11 +64,8 @@ def table(title: str, rows: collections.Counter, total: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--recipe", default="default", help="see `fmnist recipe`")
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE")
+    throughput.add_training_arguments(parser, recipe="default")
     parser.add_argument("--method", default="pipeline, bfloat16", choices=throughput.METHODS)
-    parser.add_argument("--images", type=int, default=12_800, help="images in the epoch")
     args = parser.parse_args()
     params = throughput.recipe(args)
     images, labels = load_split(args.data / "train.npz")

@@ -136,11 +136,11 @@ def method(
     return fit
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_training_arguments(parser: argparse.ArgumentParser, recipe: str) -> None:
+    """The arguments that `recipe()` and `method()` need: data, recipe, overrides, images."""
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument(
-        "--recipe", default="notebook", help="model, batch and augmentation (see `fmnist recipe`)"
+        "--recipe", default=recipe, help="model, batch and augmentation (see `fmnist recipe`)"
     )
     parser.add_argument(
         "-S",
@@ -151,6 +151,11 @@ def parse_args() -> argparse.Namespace:
         help="a params key set on top of the recipe, as `dvc exp run -S` takes it",
     )
     parser.add_argument("--images", type=int, default=12_800, help="images per epoch")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_training_arguments(parser, recipe="notebook")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per timed fit")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
