@@ -1,4 +1,4 @@
-"""What the benchmarks ran on, and the machine's fp32 peak, for the tables' headers."""
+"""What the benchmarks ran on, and the machine's fp32 and bfloat16 peaks, for the tables."""
 
 from __future__ import annotations
 
@@ -34,9 +34,27 @@ def fp32_flops_per_cycle(info: dict[str, str]) -> int:
     return 32 if {"avx2", "fma"} <= flags else 16
 
 
-def fp32_peak_gflops() -> tuple[float | None, str]:
-    """Cores × GHz × fp32 FLOPs per cycle and core (see `fp32_flops_per_cycle`)."""
-    per_cycle = fp32_flops_per_cycle(device.cpu_info())
+def flops_per_cycle(info: dict[str, str], precision: str) -> int:
+    """FLOPs per cycle and core in `precision` ("float32" or "bfloat16").
+
+    bfloat16: AMX's tiles do 1,024 per cycle (Intel's figure for Sapphire Rapids). AVX-512 BF16's
+    dot product (VDPBF16PS) does two multiply-adds per fp32 lane in one instruction on the same
+    units as an FMA: twice fp32's. Without either, bfloat16 computes in fp32 units: fp32's.
+    """
+    fp32 = fp32_flops_per_cycle(info)
+    if precision == "float32":
+        return fp32
+    if precision != "bfloat16":
+        raise ValueError(f"precision {precision!r}: expected 'float32' or 'bfloat16'")
+    flags = set(info.get("flags", "").split())
+    if "amx_bf16" in flags:
+        return 1024
+    return 2 * fp32 if "avx512_bf16" in flags else fp32
+
+
+def peak_gflops(precision: str = "float32") -> tuple[float | None, str]:
+    """Cores × GHz × FLOPs per cycle and core in `precision` (see `flops_per_cycle`)."""
+    per_cycle = flops_per_cycle(device.cpu_info(), precision)
     ghz = cpu_ghz()
     cores = os.cpu_count() or 1
     if ghz is None:

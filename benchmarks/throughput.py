@@ -8,7 +8,8 @@ per setting, which times every method once. Rounds, settings and methods alterna
 machine noise hits all alike. Prints images/s (median of the rounds), the ratio to plain `fit`
 in TensorFlow's own oneDNN setting for this CPU (the notebook as it runs), both of the medians
 and round by round (the median of the rounds' ratios, and their range), and the achieved
-fraction of the machine's fp32 peak (training ≈ 3 × the forward pass's FLOPs).
+fraction of the machine's peak in the precision the method computes in, fp32 or bfloat16
+(training ≈ 3 × the forward pass's FLOPs; see `machine.flops_per_cycle`).
 
     python3 benchmarks/throughput.py --recipe notebook --rounds 2
     python3 benchmarks/throughput.py --recipe default -S model.filters=[16,40,72] --onednn on
@@ -88,13 +89,19 @@ def compiled(
     return model
 
 
+def precision(name: str) -> str:
+    """What the method computes in: "bfloat16" (Keras' mixed_bfloat16 policy, whose
+    convolutions and matrix products, nearly all the FLOPs, run in bfloat16) or "float32"."""
+    return "bfloat16" if "bfloat16" in name else "float32"
+
+
 def method(
     name: str, m: ModelParams, p: TrainParams, images: np.ndarray, labels: np.ndarray
 ) -> Callable[[int], None]:
     """A function that trains a fresh model of the method for `epochs` epochs in one `fit`."""
     steps = inputs.steps_per_epoch(len(labels), p.batch_size)
-    precision = "mixed_bfloat16" if "bfloat16" in name else "float32"
-    model = compiled(m, p, steps, precision, jit="XLA" in name, keras_bn=name == KERAS_BN)
+    policy = "mixed_bfloat16" if precision(name) == "bfloat16" else "float32"
+    model = compiled(m, p, steps, policy, jit="XLA" in name, keras_bn=name == KERAS_BN)
     done = 0
 
     if name == PLAIN:
@@ -235,7 +242,7 @@ def main() -> None:
                 seconds.setdefault((name, setting), []).append(t)
 
     flops = 3 * machine.forward_flops(models.build(params.model))
-    peak, peak_how = machine.fp32_peak_gflops()
+    peaks = {kind: machine.peak_gflops(kind) for kind in ("float32", "bfloat16")}
     print(f"machine: {machine.describe()} (before the runs: {probe_before:.2f} s)")
     print(
         f"recipe {args.recipe}: model {params.model.arch} {list(params.model.filters)}, batch "
@@ -243,8 +250,11 @@ def main() -> None:
         f"{args.images:,} images × {args.epochs} epochs per timed fit, {args.rounds} rounds"
     )
     print(
-        f"training FLOPs per image ≈ {flops / 1e6:.1f} M; fp32 peak = {peak_how}"
-        + (f" = {peak:.0f} GFLOP/s" if peak else "")
+        f"training FLOPs per image ≈ {flops / 1e6:.1f} M; peaks: "
+        + "; ".join(
+            f"{kind} {how}" + (f" = {peak:.0f} GFLOP/s" if peak else "")
+            for kind, (peak, how) in peaks.items()
+        )
     )
     pipeline_setting = os.environ.get(fmnist.ONEDNN_VARIABLE, "unset")
     print(
@@ -255,7 +265,7 @@ def main() -> None:
     reference_key = (PLAIN, tf_default)
     reference_name = f"{PLAIN}, oneDNN {tf_default}"
     header = ("method", "oneDNN", "images/s (median)", "min-max", f"× {reference_name}")
-    header += ("× per round: median (min-max)", "GFLOP/s", "% fp32 peak")
+    header += ("× per round: median (min-max)", "GFLOP/s", "% of the peak (its precision)")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("-" * (len(h) + 2) for h in header) + "|")
     # rates[key][r] is round r's: a ratio within a round compares runs minutes apart, not
@@ -265,7 +275,8 @@ def main() -> None:
     for (name, setting), rate in rates.items():
         median = statistics.median(rate)
         gflops = median * flops / 1e9
-        share = f"{100 * gflops / peak:.1f}" if peak else "n/a"
+        peak, _ = peaks[precision(name)]
+        share = f"{100 * gflops / peak:.1f} ({precision(name)})" if peak else "n/a"
         ratio = per_round = "n/a"
         if reference:
             ratio = f"{median / statistics.median(reference):.2f}"
@@ -274,7 +285,7 @@ def main() -> None:
         print(
             f"| {name:<19} | {setting:>6} | {median:>17,.0f} | "
             f"{min(rate):>6,.0f}-{max(rate):<6,.0f} | {ratio:>{len(header[4])}} | "
-            f"{per_round:>{len(header[5])}} | {gflops:>7.1f} | {share:>11} |"
+            f"{per_round:>{len(header[5])}} | {gflops:>7.1f} | {share:>{len(header[7])}} |"
         )
 
 

@@ -51,5 +51,7 @@ def test_set_arguments_are_single_words():
 def test_unknown_recipe_or_key_is_named():
     with pytest.raises(ParamsError, match="no recipe 'fast'; recipes: default, notebook"):
         recipes.recipe_params("fast", RECIPES, BASE)
-    with pytest.raises(ParamsError, match="recipe key 'train.epoch' is not a key"):
+    with pytest.raises(ParamsError, match="^'train.epoch' is not a key of params.yaml"):
         recipes.apply(BASE, {"train.epoch": 3})
+    with pytest.raises(ParamsError, match="^recipe 'typo': 'train.epoch' is not a key"):
+        recipes.recipe_params("typo", {**RECIPES, "typo": {"train.epoch": 3}}, BASE)

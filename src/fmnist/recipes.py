@@ -36,7 +36,7 @@ def apply(base: dict, overrides: dict) -> dict:
         for key in parents:
             node = node.get(key) if isinstance(node, dict) else None
         if not isinstance(node, dict) or leaf not in node:
-            raise ParamsError(f"recipe key '{dotted}' is not a key of params.yaml")
+            raise ParamsError(f"'{dotted}' is not a key of params.yaml")
         node[leaf] = value
     return out
 
@@ -45,7 +45,11 @@ def recipe_params(name: str, recipes: dict, base: dict) -> Params:
     """The validated params of recipe `name` on top of `base`."""
     if name not in recipes:
         raise ParamsError(f"no recipe '{name}'; recipes: {', '.join(recipes)}")
-    return params_from_dict(apply(base, recipes[name]))
+    try:
+        overrides = apply(base, recipes[name])
+    except ParamsError as err:
+        raise ParamsError(f"recipe '{name}': {err}") from err
+    return params_from_dict(overrides)
 
 
 def set_arguments(overrides: dict) -> list[str]:
