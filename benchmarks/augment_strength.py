@@ -56,6 +56,7 @@ def image_data_generator(
         shear_range=shear_deg,
         zoom_range=p.zoom,
         horizontal_flip=p.horizontal_flip,
+        vertical_flip=p.vertical_flip,
         fill_mode=p.fill_mode,
     )
     np.random.seed(draw)  # the generator draws from NumPy's global generator

@@ -67,6 +67,25 @@ def test_flip_mirrors_some_images_and_keeps_the_rest(tiny_data):
     assert 4 < sum(mirrored) < 28
 
 
+@pytest.mark.parametrize("horizontal", [False, True])
+def test_vertical_flip_turns_some_images_upside_down(tiny_data, horizontal):
+    x = inputs.preprocess(tiny_data["test"][0][:32]).numpy()
+    flips = dataclasses.replace(NONE, horizontal_flip=horizontal, vertical_flip=True)
+    out = inputs.augment_batch(x, tf.constant([3, 4], tf.int64), flips).numpy()
+    views = {"kept": lambda i: i, "upside down": lambda i: i[::-1]}
+    if horizontal:
+        views |= {"mirrored": lambda i: i[:, ::-1], "both": lambda i: i[::-1, ::-1]}
+    seen = [
+        [name for name, view in views.items() if np.allclose(o, view(i), atol=1e-6)]
+        for o, i in zip(out, x)
+    ]
+    assert all(seen), "every image is one of the flipped views"
+    counts = {name: sum(name in s for s in seen) for name in views}
+    assert 0 < counts["upside down"] < 32
+    if horizontal:
+        assert counts["both"] > 0  # the two flips are drawn independently
+
+
 def test_shift_moves_content_by_whole_pixels_at_most_the_bound():
     image = np.zeros((1, 28, 28), np.uint8)
     image[0, 13, 13] = 255

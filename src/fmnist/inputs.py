@@ -61,7 +61,7 @@ def _uniform(seed: tf.Tensor, salt: int, batch: tf.Tensor, bound: float) -> tf.T
 
 
 def augment_batch(images: tf.Tensor, seed: tf.Tensor, p: AugmentParams) -> tf.Tensor:
-    """Random flip, rotation, shear, zoom and shift as one affine warp, then random erasing.
+    """Random flips, rotation, shear, zoom and shift as one affine warp, then random erasing.
 
     images: (B, 28, 28, 1) float32; seed: (2,) int64. Same seed, same output.
     """
@@ -74,12 +74,15 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, p: AugmentParams) -> tf.Te
     dx, dy = _uniform(seed, 4, batch, shift), _uniform(seed, 5, batch, shift)
     flip = tf.where(_uniform(seed, 6, batch, 1.0) < 0, -ones, ones) if p.horizontal_flip else ones
     # The transform maps each output pixel back to the input pixel it samples:
-    # input = M (output - centre) + centre - shift, with M = rotate · shear · (1/zoom) · flip.
+    # input = M (output - centre) + centre - shift, with M = rotate · shear · (1/zoom) · flips.
     cos, sin = tf.cos(angle), tf.sin(angle)
     m00 = (cos - sin * shear) * flip / zoom
     m01 = sin / zoom
     m10 = (sin + cos * shear) * flip / zoom
     m11 = cos / zoom
+    if p.vertical_flip:
+        flip_y = tf.where(_uniform(seed, 12, batch, 1.0) < 0, -ones, ones)
+        m01, m11 = m01 * flip_y, m11 * flip_y
     centre = (IMAGE_SIZE - 1) / 2.0
     a2 = centre - m00 * centre - m01 * centre - dx
     b2 = centre - m10 * centre - m11 * centre - dy

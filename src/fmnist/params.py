@@ -162,6 +162,9 @@ class AugmentParams:
     # Maximum zoom in or out as a fraction (write-up: 0.15).
     zoom: float = _field(0.0, lo=0, hi=0.9)
     horizontal_flip: bool = True
+    # Upside-down images too (not in the write-up's table, but Keras' `RandomFlip()` flips both
+    # ways unless told "horizontal"; the README measures it with the write-up's recipe).
+    vertical_flip: bool = False
     # How pixels outside the image are filled (write-up: nearest).
     fill_mode: FillMode = "constant"
     # Probability of blanking one random rectangle per image (random erasing). Off by default:
@@ -174,7 +177,8 @@ class AugmentParams:
     def enabled(self) -> bool:
         """True when any transform is on."""
         geometric = self.rotation_deg or self.shift or self.shear or self.zoom
-        return bool(geometric or self.horizontal_flip or self.erase_prob)
+        flips = self.horizontal_flip or self.vertical_flip
+        return bool(geometric or flips or self.erase_prob)
 
 
 @dataclass(frozen=True)
