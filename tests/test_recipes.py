@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 
@@ -34,6 +36,10 @@ def test_the_seed_recipes_are_the_seeds():
     writeup = recipes.recipe_params("writeup", RECIPES, BASE)
     assert writeup.train.batch_size == 32 and writeup.train.augment.rotation_deg == 15.0
     assert writeup.train.reduce_lr.factor == 0.2 and writeup.train.reduce_lr.min_lr == 1e-6
+    # Padding as each seed's Keras code gets it: the notebook says 'same'; the write-up says
+    # none, so Conv2D's default. The write-up's shear range is ImageDataGenerator's 0.15°.
+    assert (notebook.model.padding, writeup.model.padding) == ("same", "valid")
+    assert writeup.train.augment.shear == pytest.approx(math.tan(math.radians(0.15)), abs=1e-4)
     # The seeds' plain loss, float32 and no test-time augmentation, whatever the default is.
     for seed in (notebook, writeup):
         assert seed.train.label_smoothing == 0.0

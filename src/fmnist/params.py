@@ -91,7 +91,8 @@ class ModelParams:
     # Multiples of 16 train fastest with bfloat16 BatchNorm (models.FusedBatchNormalization).
     filters: tuple[int, ...] = (16, 48, 64)
     kernel_size: int = _field(3, lo=1, hi=7)
-    # Convolution padding (the notebook: same, which keeps 28x28 until the first pooling).
+    # Convolution padding (the notebook: same, which keeps 28x28 until the first pooling; the
+    # write-up names none, so its recipe takes Keras' default, valid).
     padding: Padding = "same"
     # Convolutions per stage (bn_gap_cnn).
     convs_per_stage: int = _field(2, lo=1, hi=4)
@@ -157,7 +158,8 @@ class AugmentParams:
     rotation_deg: float = _field(0.0, lo=0, hi=180)
     # Maximum shift as a fraction of width and height (write-up: 0.15).
     shift: float = _field(0.07, lo=0, hi=0.5)
-    # Maximum shear as a fraction (write-up: 0.15).
+    # Maximum shear factor, the tangent of the shear angle (the `writeup` recipe: 0.0026, the
+    # 0.15° that Keras' ImageDataGenerator makes of the write-up's "shear range 15%").
     shear: float = _field(0.0, lo=0, hi=1)
     # Maximum zoom in or out as a fraction (write-up: 0.15).
     zoom: float = _field(0.0, lo=0, hi=0.9)
