@@ -9,7 +9,8 @@ machine noise hits all alike. Prints images/s (median of the rounds), the ratio 
 in TensorFlow's own oneDNN setting for this CPU (the notebook as it runs), both of the medians
 and round by round (the median of the rounds' ratios, and their range), and the achieved
 fraction of the machine's peak in the precision the method computes in, fp32 or bfloat16
-(training ≈ 3 × the forward pass's FLOPs; see `machine.flops_per_cycle`).
+(training ≈ 3 × the forward pass's FLOPs; see `machine.flops_per_cycle`), nominal and as a
+share of a large matrix product measured on the machine (`machine.gemm_gflops`).
 
     python3 benchmarks/throughput.py --recipe notebook --rounds 2
     python3 benchmarks/throughput.py --recipe default -S model.filters=[16,40,72] --onednn on
@@ -143,8 +144,11 @@ def method(
     return fit
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, recipe: str) -> None:
-    """The arguments that `recipe()` and `method()` need: data, recipe, overrides, images."""
+def add_training_arguments(
+    parser: argparse.ArgumentParser, recipe: str, images: int | None = 12_800
+) -> None:
+    """The arguments that `recipe()` and `method()` need: data, recipe, overrides, images
+    (`images` per epoch by default; None: the whole training split)."""
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument(
         "--recipe", default=recipe, help="model, batch and augmentation (see `fmnist recipe`)"
@@ -157,7 +161,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, recipe: str) -> None
         metavar="KEY=VALUE",
         help="a params key set on top of the recipe, as `dvc exp run -S` takes it",
     )
-    parser.add_argument("--images", type=int, default=12_800, help="images per epoch")
+    parser.add_argument(
+        "--images", type=int, default=images, help=f"images per epoch (default: {images or 'all'})"
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -242,7 +248,9 @@ def main() -> None:
                 seconds.setdefault((name, setting), []).append(t)
 
     flops = 3 * machine.forward_flops(models.build(params.model))
-    peaks = {kind: machine.peak_gflops(kind) for kind in ("float32", "bfloat16")}
+    kinds = ("float32", "bfloat16")
+    peaks = {kind: machine.peak_gflops(kind) for kind in kinds}
+    gemms = {kind: machine.gemm_gflops(kind) for kind in kinds}
     print(f"machine: {machine.describe()} (before the runs: {probe_before:.2f} s)")
     print(
         f"recipe {args.recipe}: model {params.model.arch} {list(params.model.filters)}, batch "
@@ -255,6 +263,8 @@ def main() -> None:
             f"{kind} {how}" + (f" = {peak:.0f} GFLOP/s" if peak else "")
             for kind, (peak, how) in peaks.items()
         )
+        + "; a 2048² GEMM measured here: "
+        + "; ".join(f"{kind} {rate:.0f} GFLOP/s" for kind, rate in gemms.items())
     )
     pipeline_setting = os.environ.get(fmnist.ONEDNN_VARIABLE, "unset")
     print(
@@ -266,6 +276,7 @@ def main() -> None:
     reference_name = f"{PLAIN}, oneDNN {tf_default}"
     header = ("method", "oneDNN", "images/s (median)", "min-max", f"× {reference_name}")
     header += ("× per round: median (min-max)", "GFLOP/s", "% of the peak (its precision)")
+    header += ("% of the GEMM",)
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("-" * (len(h) + 2) for h in header) + "|")
     # rates[key][r] is round r's: a ratio within a round compares runs minutes apart, not
@@ -277,6 +288,7 @@ def main() -> None:
         gflops = median * flops / 1e9
         peak, _ = peaks[precision(name)]
         share = f"{100 * gflops / peak:.1f} ({precision(name)})" if peak else "n/a"
+        of_gemm = 100 * gflops / gemms[precision(name)]
         ratio = per_round = "n/a"
         if reference:
             ratio = f"{median / statistics.median(reference):.2f}"
@@ -285,7 +297,8 @@ def main() -> None:
         print(
             f"| {name:<19} | {setting:>6} | {median:>17,.0f} | "
             f"{min(rate):>6,.0f}-{max(rate):<6,.0f} | {ratio:>{len(header[4])}} | "
-            f"{per_round:>{len(header[5])}} | {gflops:>7.1f} | {share:>{len(header[7])}} |"
+            f"{per_round:>{len(header[5])}} | {gflops:>7.1f} | {share:>{len(header[7])}} | "
+            f"{of_gemm:>{len(header[8])}.1f} |"
         )
 
 
