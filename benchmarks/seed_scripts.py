@@ -50,10 +50,11 @@ def plain_arrays(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def augmentation_layers(p: AugmentParams) -> keras.Sequential:
-    """The write-up's table as Keras 3's preprocessing layers, one per row, in the table's
-    order, each given the table's number and fill mode (active in training only). Each layer
-    warps and interpolates the image again; Keras' RandomShear shears along x and y, each by
-    up to the given fraction of the image."""
+    """The recipe's augmentation as Keras 3's preprocessing layers, one per row of the
+    write-up's table and in its order, each with the recipe's fill mode (active in training
+    only). Each layer warps and interpolates the image again. RandomShear shears along x and y,
+    each by up to the given fraction of the image: the recipe's shear factor, read the same way
+    (the `writeup` recipe's 0.0026; the table's "15%" read as a fraction would be 0.15)."""
     fill = {"fill_mode": p.fill_mode}
     flip = {(True, False): "horizontal", (False, True): "vertical"}.get(
         (p.horizontal_flip, p.vertical_flip), "horizontal_and_vertical"

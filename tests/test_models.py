@@ -15,10 +15,16 @@ from fmnist.params import ModelParams
 from helpers import recipe_params
 
 
-@pytest.mark.parametrize(("recipe", "parameters"), [("notebook", 93_962), ("writeup", 242_954)])
+@pytest.mark.parametrize(("recipe", "parameters"), [("notebook", 93_962), ("writeup", 111_882)])
 def test_parameter_counts_match_the_seeds(recipe, parameters):
     model = models.build(recipe_params(recipe).model)
     assert model.count_params() == parameters
+
+
+def test_the_writeups_cnn_with_same_padding_keeps_a_3x3_map():
+    # 28 -> 14 -> 7 -> 3 before Flatten (valid padding: 26 -> 13 -> 11 -> 5 -> 3 -> 1).
+    p = dataclasses.replace(recipe_params("writeup").model, padding="same")
+    assert models.build(p).count_params() == 242_954
 
 
 def test_the_notebooks_dense_baseline_has_its_parameter_count():
