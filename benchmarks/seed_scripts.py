@@ -36,7 +36,7 @@ from keras import layers
 
 import throughput
 from augment_strength import keras_generator
-from fmnist import models, train
+from fmnist import inputs, models, train
 from fmnist.dataset import IMAGE_SHAPE, load_split
 from fmnist.params import AugmentParams, Params
 
@@ -44,9 +44,9 @@ GENERATOR, LAYERS = "ImageDataGenerator", "layers"
 
 
 def plain_arrays(path) -> tuple[np.ndarray, np.ndarray]:
-    """A prepared split as the notebook holds it: float64 pixel / 255, (N, 28, 28, 1)."""
+    """A prepared split as the notebook holds it (`throughput.notebook_pixels`), and its labels."""
     images, labels = load_split(path)
-    return (images / 255.0).reshape(-1, *IMAGE_SHAPE), labels
+    return throughput.notebook_pixels(images), labels
 
 
 def augmentation_layers(p: AugmentParams) -> keras.Sequential:
@@ -81,21 +81,22 @@ def run(params: Params, data, train_size: int | None, augmentation: str) -> dict
             model = keras.Sequential(
                 [keras.Input(IMAGE_SHAPE), augmentation_layers(p.augment), model], name=model.name
             )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=p.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     (x, y), val, (x_test, y_test) = data
     x, y = x[:train_size], y[:train_size]
+    # The recipe's optimizer, loss and metric (for the seeds: Adam and sparse cross-entropy),
+    # with the notebook's one step per call.
+    train.compile_model(model, p, inputs.steps_per_epoch(len(y), p.batch_size))
+    model.steps_per_execution = 1
     callbacks = train.schedule_callbacks(p)
     if p.augment.enabled and augmentation == GENERATOR:
-        inputs = {"x": keras_generator(p.augment).flow(x, y, batch_size=p.batch_size, seed=p.seed)}
+        fit_data = {
+            "x": keras_generator(p.augment).flow(x, y, batch_size=p.batch_size, seed=p.seed)
+        }
     else:
-        inputs = {"x": x, "y": y, "batch_size": p.batch_size}
+        fit_data = {"x": x, "y": y, "batch_size": p.batch_size}
     start = time.perf_counter()
     history = model.fit(
-        **inputs, epochs=p.epochs, validation_data=val, callbacks=callbacks, verbose=2
+        **fit_data, epochs=p.epochs, validation_data=val, callbacks=callbacks, verbose=2
     )
     seconds = time.perf_counter() - start
     stopper = [c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping)]

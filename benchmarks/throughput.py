@@ -53,7 +53,7 @@ import yaml
 
 import fmnist
 from fmnist import device, inputs, models, recipes, train
-from fmnist.dataset import load_split
+from fmnist.dataset import IMAGE_SHAPE, load_split
 from fmnist.params import (
     ModelParams,
     Params,
@@ -96,6 +96,12 @@ def precision(name: str) -> str:
     return "bfloat16" if "bfloat16" in name else "float32"
 
 
+def notebook_pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 images as the seed notebook feeds them to `fit`: float64 pixel / 255,
+    (N, 28, 28, 1)."""
+    return (images / 255.0).reshape(-1, *IMAGE_SHAPE)
+
+
 def method(
     name: str, m: ModelParams, p: TrainParams, images: np.ndarray, labels: np.ndarray
 ) -> Callable[[int], None]:
@@ -107,7 +113,7 @@ def method(
 
     if name == PLAIN:
         model.steps_per_execution = 1  # the notebook's `compile`: one step per call
-        x = (images / 255.0).reshape(-1, 28, 28, 1)
+        x = notebook_pixels(images)
 
         def fit(epochs: int) -> None:
             nonlocal done
