@@ -1,30 +1,44 @@
-"""The plain-Keras reference script (`benchmarks/seed_scripts.py`) runs a recipe as the seeds did.
+"""The accuracy benchmarks run: on the tiny data, for one epoch, each as the README runs it.
 
-It is the script that the README's reference figures for the seed recipes come from, so it is
-run here, on the tiny prepared data, for one epoch: a broken script would otherwise only show
-up in the next 20-minute benchmark.
+`benchmarks/seed_scripts.py` (the seeds' recipes as plain Keras scripts) and
+`benchmarks/recipes.py` (the recipes as DVC experiments) are where the README's accuracy figures
+come from; a broken one would otherwise only show up in the next 20-minute benchmark.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 
 import pytest
 
 from fmnist import models
-from helpers import ROOT, recipe_params, run
+from helpers import ROOT, dvc, git, recipe_params, run
 
-SCRIPT = ROOT / "benchmarks" / "seed_scripts.py"
+BENCHMARKS = ROOT / "benchmarks"
+SCRIPT = BENCHMARKS / "seed_scripts.py"
+ENV = {"PYTHONPATH": f"{ROOT / 'src'}:{BENCHMARKS}"}
+
+
+def table_rows(stdout: str) -> list[dict[str, str]]:
+    """The result rows of a script's table, by column."""
+    lines = [line for line in stdout.splitlines() if line.startswith("|")]
+    header, _, *rows = lines
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+    return [dict(zip(names, (cell.strip() for cell in row.strip("|").split("|")))) for row in rows]
 
 
 def table_row(stdout: str) -> dict[str, str]:
-    """The one result row of the script's table, by column."""
-    lines = [line for line in stdout.splitlines() if line.startswith("|")]
-    header, _, *rows = lines
+    """The one result row of a script's table, by column."""
+    rows = table_rows(stdout)
     assert len(rows) == 1, stdout
-    names = [cell.strip() for cell in header.strip("|").split("|")]
-    return dict(zip(names, (cell.strip() for cell in rows[0].strip("|").split("|"))))
+    return rows[0]
+
+
+def parameters(recipe: str) -> str:
+    """The pipeline's parameter count for `recipe`, as the tables print it."""
+    return f"{models.build(recipe_params(recipe).model).count_params():,}"
 
 
 @pytest.mark.slow
@@ -33,13 +47,47 @@ def test_seed_script_trains_the_writeup_recipe_in_plain_keras(reproduced_repo, a
     cmd = [sys.executable, str(SCRIPT), "--recipe", "writeup", "-S", "train.epochs=1"]
     cmd += ["--data", str(reproduced_repo / "data" / "prepared"), "--seeds", "3"]
     cmd += ["--augmentation", augmentation]
-    proc = run(cmd, cwd=ROOT, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'benchmarks'}"})
+    proc = run(cmd, cwd=ROOT, env=ENV)
 
     assert f"augmentation {augmentation}" in proc.stdout
     row = table_row(proc.stdout)
     assert row["seed"] == "3"
     # The pipeline's network for the recipe: augmentation layers in front of it add no weights.
-    assert row["parameters"] == f"{models.build(recipe_params('writeup').model).count_params():,}"
+    assert row["parameters"] == parameters("writeup")
     assert row["epochs (best)"] == "1 (1)"
     for split in ("val accuracy", "test accuracy"):
         assert 0 <= float(re.fullmatch(r"([\d.]+)%", row[split])[1]) <= 100
+
+
+@pytest.mark.slow
+def test_recipes_benchmark_runs_each_recipe_from_the_same_params_and_never_clobbers(tiny_repo):
+    shutil.copy(ROOT / "recipes.yaml", tiny_repo / "recipes.yaml")
+    git("add", "recipes.yaml", cwd=tiny_repo)
+    git("commit", "-qm", "recipes", cwd=tiny_repo)
+    # notebook first: a workspace experiment leaves its params behind, and `default` sets none.
+    cmd = [sys.executable, str(BENCHMARKS / "recipes.py"), "notebook", "default"]
+    cmd += ["--seeds", "5", "-S", "train.epochs=1"]
+    proc = run(cmd, cwd=tiny_repo, env=ENV)
+
+    rows = table_rows(proc.stdout)
+    assert [(r["recipe"], r["seed"], r["epochs"]) for r in rows] == [
+        ("notebook", "5", "1"),
+        ("default", "5", "1"),
+    ]
+    assert [r["parameters"] for r in rows] == [parameters("notebook"), parameters("default")]
+    for row in rows:
+        assert 0 <= float(re.fullmatch(r"([\d.]+)%", row["test accuracy"])[1]) <= 100
+        assert "run cache" not in row["train min"]
+    shown = dvc("exp", "show", "--json", cwd=tiny_repo).stdout
+    assert "bench-notebook-seed5" in shown and "bench-default-seed5" in shown
+
+    # Again: the names are taken, so it stops before running anything and changes nothing.
+    before = (tiny_repo / "params.yaml").read_text()
+    proc = run(cmd, cwd=tiny_repo, env=ENV, check=False)
+    assert proc.returncode != 0
+    assert "bench-default-seed5, bench-notebook-seed5 already exist" in proc.stderr
+    assert (tiny_repo / "params.yaml").read_text() == before
+    # Once removed, the same params again: DVC restores the model from its run cache.
+    dvc("exp", "remove", "bench-notebook-seed5", cwd=tiny_repo)
+    proc = run(cmd[:3] + cmd[4:], cwd=tiny_repo, env=ENV)
+    assert "from the run cache" in table_row(proc.stdout)["train min"]
