@@ -130,14 +130,7 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="+", help="train.seed of each run (default: the recipe's)"
     )
-    parser.add_argument(
-        "-S",
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a params key set on top of every recipe, as `dvc exp run -S` takes it",
-    )
+    recipes.add_set_option(parser, on_top_of="every recipe")
     args = parser.parse_args()
     table = recipes.load_recipes()
     unknown = [name for name in args.names if name not in table]

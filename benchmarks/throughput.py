@@ -159,14 +159,7 @@ def add_training_arguments(
     parser.add_argument(
         "--recipe", default=recipe, help="model, batch and augmentation (see `fmnist recipe`)"
     )
-    parser.add_argument(
-        "-S",
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a params key set on top of the recipe, as `dvc exp run -S` takes it",
-    )
+    recipes.add_set_option(parser, on_top_of="the recipe")
     parser.add_argument(
         "--images", type=int, default=images, help=f"images per epoch (default: {images or 'all'})"
     )

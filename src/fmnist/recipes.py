@@ -52,6 +52,19 @@ def recipe_params(name: str, recipes: dict, base: dict) -> Params:
     return params_from_dict(overrides)
 
 
+def add_set_option(parser: argparse.ArgumentParser, on_top_of: str) -> None:
+    """`-S KEY=VALUE` (repeatable; `args.set`, a list), as `dvc exp run -S` takes it, for the
+    benchmarks that run recipes."""
+    parser.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a params key set on top of {on_top_of}, as `dvc exp run -S` takes it",
+    )
+
+
 def set_arguments(overrides: dict) -> list[str]:
     """The `-S key=value` arguments of `dvc exp run` for `overrides` (values as JSON/YAML)."""
     args = []
