@@ -85,12 +85,11 @@ def experiment(recipe: str, seed: int | None, table: dict, sets: list[str]) -> R
     if proc.wait():
         raise SystemExit(f"`dvc exp run -n {name}` failed (exit {proc.returncode}); see above")
     seconds = time.perf_counter() - start
-    seed = yaml.safe_load(PARAMS.read_text())["train"]["seed"]  # the experiment's params
     scores = json.loads(Path("metrics/eval.json").read_text())
     record = json.loads(Path("metrics/train.json").read_text())
     return Run(
         recipe=recipe,
-        seed=seed,
+        seed=yaml.safe_load(PARAMS.read_text())["train"]["seed"],  # the experiment's params
         parameters=record["parameters"],
         test=scores["test"]["accuracy"],
         val=scores["val"]["accuracy"],
