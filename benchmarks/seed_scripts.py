@@ -16,7 +16,8 @@ the prepared split (the notebook's `train_test_split` call) and scores the model
 as the recipe's `train` stage (the `writeup`: 20-30 minutes on 2 cores).
 
     python3 benchmarks/seed_scripts.py --recipe writeup
-    python3 benchmarks/seed_scripts.py --recipe writeup -S model.padding=valid --seeds 42 7
+    python3 benchmarks/seed_scripts.py --recipe writeup --seeds 42 7 1 2
+    python3 benchmarks/seed_scripts.py --recipe writeup -S model.padding=same
     python3 benchmarks/seed_scripts.py --recipe writeup --augmentation layers
     python3 benchmarks/seed_scripts.py --recipe notebook
 """
