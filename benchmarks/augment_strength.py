@@ -28,9 +28,11 @@ import tensorflow as tf
 # The legacy class: Keras 3's own API no longer exports it (TensorFlow's `tf.keras` still does).
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-from fmnist import inputs, models, recipes
 from fmnist.dataset import load_split
+from fmnist.model import saving, tta
 from fmnist.params import AugmentParams, load_params, params_to_dict
+from fmnist.tools.recipe import load_recipes, recipe_params
+from fmnist.training import inputs
 
 
 def this_project(x: np.ndarray, p: AugmentParams, draw: int, batch: int) -> np.ndarray:
@@ -78,8 +80,8 @@ def main() -> None:
     args = parser.parse_args()
 
     base = params_to_dict(load_params("params.yaml"))
-    p = recipes.recipe_params(args.recipe, recipes.load_recipes(), base).train.augment
-    network = models.network(models.load_model(args.model))
+    p = recipe_params(args.recipe, load_recipes(), base).train.augment
+    network = tta.network(saving.load_model(args.model))
     images, labels = load_split(args.data / "test.npz")
     x = inputs.preprocess(images[..., np.newaxis]).numpy()
 

@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 
 import machine
-from fmnist.package import load_serving_fn, measure_speed
 from fmnist.params import PackageParams
+from fmnist.serving.signatures import load_serving_fn, measure_speed
 
 
 def main() -> None:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 import time
 
-# First, so that TensorFlow starts with the oneDNN setting the stages run with.
-import fmnist  # noqa: F401  (its import sets fmnist.ONEDNN_VARIABLE)
+# First, so that TensorFlow starts with the process settings the stages run with.
+from fmnist import launch
+
+launch.configure()
 
 # isort: split
-import keras
-import tensorflow as tf
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-from fmnist import device
+from fmnist.training import device  # noqa: E402
 
 
 def cpu_ghz() -> float | None:

@@ -24,8 +24,8 @@ import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 import throughput
-from fmnist import device
 from fmnist.dataset import load_split
+from fmnist.training import device
 
 TOP = 15  # rows of each table
 

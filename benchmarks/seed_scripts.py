@@ -37,9 +37,11 @@ from keras import layers
 
 import throughput
 from augment_strength import keras_generator
-from fmnist import inputs, models, train
 from fmnist.dataset import IMAGE_SHAPE, load_split
+from fmnist.model import architectures, saving
 from fmnist.params import AugmentParams, Params
+from fmnist.stages import train
+from fmnist.training import inputs
 
 GENERATOR, LAYERS = "ImageDataGenerator", "layers"
 
@@ -76,8 +78,8 @@ def run(params: Params, data, train_size: int | None, augmentation: str) -> dict
     """Train `params`' recipe as a plain Keras script; return its figures."""
     m, p = params.model, params.train
     keras.utils.set_random_seed(p.seed)  # Python, NumPy (the generator's draws) and TensorFlow
-    with models.dtype_policy("float32"):
-        model = models.keras_copy(models.build(m))  # Keras' own layers
+    with saving.dtype_policy("float32"):
+        model = saving.keras_copy(architectures.build(m))  # Keras' own layers
         if p.augment.enabled and augmentation == LAYERS:
             model = keras.Sequential(
                 [keras.Input(IMAGE_SHAPE), augmentation_layers(p.augment), model], name=model.name

@@ -25,7 +25,7 @@ Methods:
   pipeline, bfloat16     the same under mixed_bfloat16 (fast on CPUs with AMX or AVX-512 BF16)
   pipeline, bfloat16, Keras BatchNorm
                          the same with Keras' own BatchNormalization instead of the fused one
-                         that training uses (`models.FusedBatchNormalization`; models with
+                         that training uses (`architectures.FusedBatchNormalization`; models with
                          BatchNorm only)
 
 each with TensorFlow's oneDNN kernels off and on (the pipeline turns them on on x86-64).
@@ -51,9 +51,9 @@ import keras
 import numpy as np
 import yaml
 
-import fmnist
-from fmnist import device, inputs, models, recipes, train
+from fmnist import launch
 from fmnist.dataset import IMAGE_SHAPE, load_split
+from fmnist.model import architectures, saving
 from fmnist.params import (
     ModelParams,
     Params,
@@ -62,6 +62,9 @@ from fmnist.params import (
     params_from_dict,
     params_to_dict,
 )
+from fmnist.stages import train
+from fmnist.tools.recipe import add_set_option, apply, load_recipes, recipe_params
+from fmnist.training import device, inputs
 
 PLAIN = "plain fit (NumPy)"
 KERAS_BN = "pipeline, bfloat16, Keras BatchNorm"
@@ -81,10 +84,10 @@ def compiled(
 ) -> keras.Model:
     """The model under `precision`, compiled as training compiles it (optionally with XLA, or
     with Keras' own BatchNormalization layers)."""
-    with models.dtype_policy(precision):
-        model = models.build(m)
+    with saving.dtype_policy(precision):
+        model = architectures.build(m)
         if keras_bn:
-            model = models.keras_copy(model)
+            model = saving.keras_copy(model)
     train.compile_model(model, p, steps)
     model.jit_compile = jit
     return model
@@ -159,7 +162,7 @@ def add_training_arguments(
     parser.add_argument(
         "--recipe", default=recipe, help="model, batch and augmentation (see `fmnist recipe`)"
     )
-    recipes.add_set_option(parser, on_top_of="the recipe")
+    add_set_option(parser, on_top_of="the recipe")
     parser.add_argument(
         "--images", type=int, default=images, help=f"images per epoch (default: {images or 'all'})"
     )
@@ -182,10 +185,10 @@ def recipe(args: argparse.Namespace) -> Params:
     """The recipe's params with `--set` on top, trained in float32 (the bfloat16 methods set
     their own policy)."""
     base = params_to_dict(load_params("params.yaml"))
-    params = recipes.recipe_params(args.recipe, recipes.load_recipes(), base)
+    params = recipe_params(args.recipe, load_recipes(), base)
     pairs = (item.partition("=") for item in args.set)
     sets = {key: yaml.safe_load(value) for key, _, value in pairs}
-    params = params_from_dict(recipes.apply(params_to_dict(params), sets))
+    params = params_from_dict(apply(params_to_dict(params), sets))
     return dataclasses.replace(params, train=dataclasses.replace(params.train, precision="float32"))
 
 
@@ -209,20 +212,19 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_worker(setting: str) -> dict:
     """A worker round in a new Python whose TensorFlow starts with oneDNN `setting`."""
-    env = {**os.environ, fmnist.ONEDNN_VARIABLE: ONEDNN[setting], "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, launch.ONEDNN_VARIABLE: ONEDNN[setting], "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, __file__, *sys.argv[1:], "--worker"]
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["onednn"] != (setting == "on"):
-        raise RuntimeError(f"oneDNN {setting}: {fmnist.ONEDNN_VARIABLE} did not take effect")
+        raise RuntimeError(f"oneDNN {setting}: {launch.ONEDNN_VARIABLE} did not take effect")
     return result["seconds"]
 
 
 def tensorflows_own_onednn_setting() -> str:
-    """What TensorFlow itself picks on this CPU: in a new Python with the variable unset,
-    TensorFlow imported before this package (whose import would set it)."""
-    env = {k: v for k, v in os.environ.items() if k != fmnist.ONEDNN_VARIABLE}
-    ask = "import tensorflow\nfrom fmnist import device\nprint(device.onednn_enabled())"
+    """What TensorFlow itself picks on this CPU: in a new Python with the variable unset."""
+    env = {k: v for k, v in os.environ.items() if k != launch.ONEDNN_VARIABLE}
+    ask = "from fmnist.training import device\nprint(device.onednn_enabled())"
     out = subprocess.run(
         [sys.executable, "-c", ask], env=env, stdout=subprocess.PIPE, text=True, check=True
     )
@@ -246,7 +248,7 @@ def main() -> None:
             for name, t in run_worker(setting).items():
                 seconds.setdefault((name, setting), []).append(t)
 
-    flops = 3 * machine.forward_flops(models.build(params.model))
+    flops = 3 * machine.forward_flops(architectures.build(params.model))
     kinds = ("float32", "bfloat16")
     peaks = {kind: machine.peak_gflops(kind) for kind in kinds}
     gemms = {kind: machine.gemm_gflops(kind) for kind in kinds}
@@ -265,10 +267,10 @@ def main() -> None:
         + "; a 2048² GEMM measured here: "
         + "; ".join(f"{kind} {rate:.0f} GFLOP/s" for kind, rate in gemms.items())
     )
-    pipeline_setting = os.environ.get(fmnist.ONEDNN_VARIABLE, "unset")
+    pipeline_setting = os.environ.get(launch.ONEDNN_VARIABLE, "unset")
     print(
         f"oneDNN kernels: TensorFlow's own setting on this CPU: {tf_default}; the pipeline's: "
-        f"{fmnist.ONEDNN_VARIABLE}={pipeline_setting} (what the stages inherit from here)"
+        f"{launch.ONEDNN_VARIABLE}={pipeline_setting} (what the stages inherit from here)"
     )
     print()
     reference_key = (PLAIN, tf_default)

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import machine
-from fmnist import evaluate, models
 from fmnist.dataset import load_split
+from fmnist.model import saving, tta
 from fmnist.params import ModelParams
+from fmnist.stages import evaluate
 
 
 def setting(text: str) -> tuple[bool, int]:
@@ -38,7 +39,7 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    network = models.network(models.load_model(args.model))
+    network = tta.network(saving.load_model(args.model))
     splits = {name: load_split(args.data / f"{name}.npz") for name in ("val", "test")}
     print(f"machine: {machine.describe()}")
     print(f"model: {args.model} ({network.name}, {network.count_params():,} parameters)\n")
@@ -46,7 +47,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for flip, shift in args.settings:
         p = ModelParams(tta_flip=flip, tta_shift=shift)
-        wrapped = models.for_inference(network, p)
+        wrapped = saving.for_inference(network, p)
         start = time.perf_counter()
         accuracy = {
             name: (evaluate.predict(wrapped, images, args.batch).argmax(axis=1) == labels).mean()

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fmnist import recipes
 from fmnist.dataset import CSV_FILES, IDX_FILES, IMAGE_SIZE, NUM_CLASSES, encode_csv, encode_idx
 from fmnist.params import Params
+from fmnist.tools import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,13 +91,13 @@ TINY_PARAMS = {
 
 def recipe_params(name: str) -> Params:
     """The params of a named recipe in recipes.yaml (`notebook`, `writeup`, ...)."""
-    table = recipes.load_recipes(ROOT / "recipes.yaml")
-    return recipes.recipe_params(name, table, yaml.safe_load((ROOT / "params.yaml").read_text()))
+    table = recipe.load_recipes(ROOT / "recipes.yaml")
+    return recipe.recipe_params(name, table, yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
 def set_params(params_file: Path, overrides: dict) -> None:
     """Set existing dotted keys in a params file (like `dvc exp run -S`)."""
-    data = recipes.apply(yaml.safe_load(params_file.read_text()), overrides)
+    data = recipe.apply(yaml.safe_load(params_file.read_text()), overrides)
     params_file.write_text(yaml.safe_dump(data, sort_keys=False))
 
 

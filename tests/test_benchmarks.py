@@ -1,7 +1,7 @@
 """The accuracy benchmarks run: on the tiny data, for one epoch, each as the README runs it.
 
 `benchmarks/seed_scripts.py` (the seeds' recipes as plain Keras scripts) and
-`benchmarks/recipes.py` (the recipes as DVC experiments) are where the README's accuracy figures
+`benchmarks/recipe_runs.py` (the recipes as DVC experiments) are where the README's accuracy figures
 come from; a broken one would otherwise only show up in the next 20-minute benchmark.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from fmnist import models
+from fmnist.model import architectures
 from helpers import ROOT, dvc, git, recipe_params, run
 
 BENCHMARKS = ROOT / "benchmarks"
@@ -38,7 +38,7 @@ def table_row(stdout: str) -> dict[str, str]:
 
 def parameters(recipe: str) -> str:
     """The pipeline's parameter count for `recipe`, as the tables print it."""
-    return f"{models.build(recipe_params(recipe).model).count_params():,}"
+    return f"{architectures.build(recipe_params(recipe).model).count_params():,}"
 
 
 @pytest.mark.slow
@@ -65,7 +65,7 @@ def test_recipes_benchmark_runs_each_recipe_from_the_same_params_and_never_clobb
     git("add", "recipes.yaml", cwd=tiny_repo)
     git("commit", "-qm", "recipes", cwd=tiny_repo)
     # notebook first: a workspace experiment leaves its params behind, and `default` sets none.
-    cmd = [sys.executable, str(BENCHMARKS / "recipes.py"), "notebook", "default"]
+    cmd = [sys.executable, str(BENCHMARKS / "recipe_runs.py"), "notebook", "default"]
     cmd += ["--seeds", "5", "-S", "train.epochs=1"]
     proc = run(cmd, cwd=tiny_repo, env=ENV)
 

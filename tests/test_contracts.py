@@ -20,42 +20,60 @@ SRC = ROOT / "src" / "fmnist"
 
 @functools.cache
 def imports(module: str) -> frozenset[str]:
-    """The modules that fmnist module `module` imports, by full name (`from fmnist import x`
-    counts as `fmnist.x`)."""
+    """The modules that the fmnist module `module` (dotted, e.g. `fmnist.stages.train`) imports,
+    by full name (`from fmnist.model import saving` counts as `fmnist.model.saving`)."""
+    path = SRC.parent / (module.replace(".", "/") + ".py")
     names = set()
-    for node in ast.walk(ast.parse((SRC / f"{module}.py").read_text())):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module == "fmnist":
-            names.update(f"fmnist.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                is_module = (SRC.parent / (full.replace(".", "/") + ".py")).is_file()
+                names.add(full if is_module else node.module)
     return frozenset(names)
 
 
 def fmnist_imports(module: str) -> set[str]:
-    """The fmnist modules `module` imports, directly or through others (not __init__)."""
+    """The fmnist modules `module` imports, directly or through others, itself included
+    (packages' `__init__` modules hold only a docstring: they are not counted)."""
     seen: set[str] = set()
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or not name.startswith("fmnist."):
             continue
+        if not (SRC.parent / (name.replace(".", "/") + ".py")).is_file():
+            continue  # a package: its __init__ changes nothing
         seen.add(name)
-        todo += [n.split(".")[1] for n in imports(name) if n.startswith("fmnist.")]
+        todo += imports(name)
     return seen
 
 
 def runs_tensorflow(modules: set[str]) -> bool:
-    """Whether any of `modules` imports TensorFlow or Keras, whose runtime the package's
-    `__init__` configures (so that it moves what such a stage computes)."""
+    """Whether any of `modules` imports TensorFlow or Keras, whose runtime the stages' entry
+    point configures (so that it moves what such a stage computes)."""
     return any(n.split(".")[0] in ("tensorflow", "keras") for m in modules for n in imports(m))
 
 
+# `python3 -m fmnist.stages NAME`: the entry point of every stage (fmnist/stages/__main__.py).
+ENTRY = "fmnist.stages.__main__"
+
+
 def stage_module(stage: dict) -> str:
-    match = re.search(r"python3 -m fmnist\.(\w+)", stage["cmd"])
+    match = re.search(r"python3 -m (fmnist\.stages) (\w+)|python3 -m (fmnist\.\w+)", stage["cmd"])
     assert match, f"stage command does not run a fmnist module: {stage['cmd']}"
-    return match.group(1)
+    return f"{match[1]}.{match[2]}" if match[1] else match[3]
+
+
+def expected_code_deps(stage: dict) -> set[str]:
+    """The source files a stage's result depends on: its module and what that imports, and
+    the entry point where it runs TensorFlow (the entry point sets TensorFlow's options)."""
+    modules = fmnist_imports(stage_module(stage))
+    if runs_tensorflow(modules):
+        modules |= fmnist_imports(ENTRY)
+    return {"src/" + m.replace(".", "/") + ".py" for m in modules}
 
 
 def leaves(tree: dict, prefix: str = "") -> list[str]:
@@ -81,11 +99,7 @@ def resolve(dotted: str):
 def test_stage_deps_list_exactly_the_modules_it_imports(name):
     stage = STAGES[name]
     code_deps = {d for d in stage["deps"] if d.startswith("src/")}
-    modules = fmnist_imports(stage_module(stage))
-    expected = {f"src/fmnist/{m}.py" for m in modules}
-    if runs_tensorflow(modules):
-        expected.add("src/fmnist/__init__.py")
-    assert code_deps == expected
+    assert code_deps == expected_code_deps(stage)
 
 
 @pytest.mark.parametrize("name", list(STAGES))

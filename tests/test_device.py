@@ -1,4 +1,4 @@
-"""The runtime the package sets up for TensorFlow before TensorFlow starts."""
+"""The machine record, precision choice, and the process settings the entry points apply."""
 
 from __future__ import annotations
 
@@ -9,18 +9,21 @@ import sys
 
 import pytest
 
-import fmnist
-from fmnist import device
+from fmnist import launch
+from fmnist.training import device
 from helpers import ROOT
 
-ASK = "import fmnist.device as d; print(d.onednn_enabled())"
+ASK = (
+    "from fmnist import launch; launch.configure(); "
+    "import fmnist.training.device as d; print(d.onednn_enabled())"
+)
 
 
 def onednn_in_a_fresh_process(value: str | None) -> str:
     """What `device.onednn_enabled()` says in a new Python with the variable set to `value`."""
-    env = {k: v for k, v in os.environ.items() if k != fmnist.ONEDNN_VARIABLE}
+    env = {k: v for k, v in os.environ.items() if k != launch.ONEDNN_VARIABLE}
     if value is not None:
-        env[fmnist.ONEDNN_VARIABLE] = value
+        env[launch.ONEDNN_VARIABLE] = value
     env["PYTHONPATH"] = str(ROOT / "src")
     proc = subprocess.run(
         [sys.executable, "-c", ASK], capture_output=True, text=True, env=env, check=True
@@ -29,7 +32,7 @@ def onednn_in_a_fresh_process(value: str | None) -> str:
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the default applies to x86-64")
-def test_importing_the_package_turns_onednn_on_on_x86_64():
+def test_the_entry_points_turn_onednn_on_on_x86_64():
     assert onednn_in_a_fresh_process(None) == "True"
 
 

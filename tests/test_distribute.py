@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 import helpers
-from fmnist import distribute, models, train
 from fmnist.dataset import encode_npz
-from fmnist.distribute import Cluster, choose, parse_tf_config
 from fmnist.errors import PipelineError
+from fmnist.model import architectures, saving, tta
 from fmnist.params import Params, ParamsError, params_from_dict, params_to_dict
+from fmnist.stages import train
+from fmnist.training import distribute
+from fmnist.training.distribute import Cluster, choose, parse_tf_config
 
 
 def tf_config(workers: list[str], task_type: str = "worker", index: int = 0, chief=None) -> str:
@@ -98,7 +100,7 @@ def _tiny_params(distribute_as: str):
 def _initial_weights() -> list[np.ndarray]:
     params = _tiny_params("none")
     keras.utils.set_random_seed(params.train.seed)
-    return models.build(params.model).get_weights()
+    return architectures.build(params.model).get_weights()
 
 
 def _weights_after_training(distribute_as: str, tiny_data) -> list[np.ndarray]:
@@ -158,7 +160,8 @@ def test_two_workers_train_in_sync_and_only_the_chief_writes(tmp_path):
         out = tmp_path / f"worker{index}"
         out.mkdir()
         cmd = [
-            sys.executable, "-m", "fmnist.train", "--params", str(params), "--data", str(data),
+            sys.executable, "-m", "fmnist.stages", "train", "--params", str(params),
+            "--data", str(data),
             "--model", "model.keras", "--live-dir", "live", "--record", "train.json",
             "--worker-dir", str(tmp_path / f"scratch{index}"),
         ]  # fmt: skip
@@ -190,10 +193,10 @@ def test_two_workers_train_in_sync_and_only_the_chief_writes(tmp_path):
     assert sorted(p.name for p in worker.iterdir()) == []
     # Both ended with the same weights, BatchNorm's moving statistics included (synchronized
     # over the global batch), and the chief saved them.
-    saved = models.load_model(chief / "model.keras")
-    replica = models.load_model(tmp_path / "scratch1" / "model.keras")
+    saved = saving.load_model(chief / "model.keras")
+    replica = saving.load_model(tmp_path / "scratch1" / "model.keras")
     assert any(
-        isinstance(layer, keras.layers.BatchNormalization) for layer in models.network(saved).layers
+        isinstance(layer, keras.layers.BatchNormalization) for layer in tta.network(saved).layers
     )
     assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), replica.get_weights()))
     initial = _initial_weights()

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmnist import evaluate, figures
+from fmnist import figures
 from fmnist.dataset import NUM_CLASSES
+from fmnist.stages import evaluate
 
 
 def one_hot_probs(predicted: np.ndarray, confidence: float = 0.91) -> np.ndarray:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import helpers
-from fmnist import dataset, fetch
+from fmnist import dataset
 from fmnist.errors import DataError
 from fmnist.params import FetchParams
+from fmnist.stages import fetch
 
 OFFLINE = FetchParams(system_dir="", base_url="", verify_checksums=False)
 

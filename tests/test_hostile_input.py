@@ -25,10 +25,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import helpers
-from fmnist import atomic, dataset, models, resume
+from fmnist import atomic, dataset
 from fmnist.dataset import CSV_COLUMNS, NUM_CLASSES, PIXELS
 from fmnist.errors import DataError, ParamsError, PipelineError
+from fmnist.model import architectures, saving
 from fmnist.params import ModelParams, Params, params_from_dict, params_to_dict
+from fmnist.training import resume
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # For readers that cost milliseconds per call (pandas, Keras).
@@ -338,7 +340,7 @@ def test_a_model_file_with_a_lambda_layer_is_refused_and_its_code_never_runs(tmp
     model.save(tmp_path / "sent.keras")
     pathlib.Path(marker).unlink(missing_ok=True)  # building the model ran it once
     with pytest.raises(PipelineError, match="sent.keras: not a loadable Keras model.*safe_mode"):
-        models.load_model(tmp_path / "sent.keras")
+        saving.load_model(tmp_path / "sent.keras")
     assert not pathlib.Path(marker).exists()
 
 
@@ -349,7 +351,7 @@ def test_a_model_file_naming_an_unknown_function_is_refused(tmp_path):
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(named)])
     model.save(tmp_path / "sent.keras")
     with pytest.raises(PipelineError, match="sent.keras: not a loadable Keras model"):
-        models.load_model(tmp_path / "sent.keras")
+        saving.load_model(tmp_path / "sent.keras")
 
 
 @FEWER
@@ -358,7 +360,7 @@ def test_any_bytes_load_as_a_model_or_raise_pipeline_error(tmp_path_factory, dat
     path = tmp_path_factory.mktemp("model") / "m.keras"
     path.write_bytes(data)
     with pytest.raises(PipelineError):
-        models.load_model(path)
+        saving.load_model(path)
 
 
 def test_a_zip_that_is_not_a_keras_model_is_refused(tmp_path):
@@ -366,19 +368,19 @@ def test_a_zip_that_is_not_a_keras_model_is_refused(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", json.dumps({"class_name": "os.system"}))
     with pytest.raises(PipelineError, match="not a loadable Keras model"):
-        models.load_model(path)
+        saving.load_model(path)
 
 
 def test_saved_model_config_does_not_hold_process_ids(tmp_path):
     """Keras writes `id()` of shared objects into config.json; they would change the bytes."""
     p = ModelParams()  # mirror-averaged: one network called twice, a shared object
-    model = models.for_inference(models.build(p), p)
-    models.save_model(model, tmp_path / "m.keras")
+    model = saving.for_inference(architectures.build(p), p)
+    saving.save_model(model, tmp_path / "m.keras")
     with zipfile.ZipFile(tmp_path / "m.keras") as archive:
         text = archive.read("config.json").decode()
     ids = [int(i) for i in re.findall(r'"shared_object_id": (\d+)', text)]
     assert ids and max(ids) < 10
-    assert models.load_model(tmp_path / "m.keras").count_params() == model.count_params()
+    assert saving.load_model(tmp_path / "m.keras").count_params() == model.count_params()
 
 
 # --- outputs that cannot be written ----------------------------------------------------------
@@ -408,7 +410,7 @@ def test_a_full_disk_keeps_the_old_output_and_leaves_no_temporary(tmp_path, monk
 
 
 def test_a_stage_given_an_unwritable_output_fails_with_one_error_line(tmp_path, idx_source, capsys):
-    from fmnist import fetch
+    from fmnist.stages import fetch
 
     params = tmp_path / "params.yaml"
     params.write_text((helpers.ROOT / "params.yaml").read_text())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmnist import inputs
+from fmnist.training import inputs
 from helpers import recipe_params
 
 NONE = recipe_params("notebook").train.augment  # the notebook: no augmentation

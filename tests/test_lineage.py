@@ -12,8 +12,8 @@ import yaml
 
 from fake_gcs import free_port
 from fmnist.errors import PipelineError
-from fmnist.lineage import lineage_at, lock_outputs, lock_params
-from fmnist.remote import (
+from fmnist.tools.lineage import lineage_at, lock_outputs, lock_params
+from fmnist.tools.remote import (
     CacheObject,
     RemoteError,
     check_credentials,

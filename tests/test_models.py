@@ -9,38 +9,38 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmnist import models
 from fmnist.errors import PipelineError
+from fmnist.model import architectures, saving, tta
 from fmnist.params import ModelParams
 from helpers import recipe_params
 
 
 @pytest.mark.parametrize(("recipe", "parameters"), [("notebook", 93_962), ("writeup", 111_882)])
 def test_parameter_counts_match_the_seeds(recipe, parameters):
-    model = models.build(recipe_params(recipe).model)
+    model = architectures.build(recipe_params(recipe).model)
     assert model.count_params() == parameters
 
 
 def test_the_writeups_cnn_with_same_padding_keeps_a_3x3_map():
     # 28 -> 14 -> 7 -> 3 before Flatten (valid padding: 26 -> 13 -> 11 -> 5 -> 3 -> 1).
     p = dataclasses.replace(recipe_params("writeup").model, padding="same")
-    assert models.build(p).count_params() == 242_954
+    assert architectures.build(p).count_params() == 242_954
 
 
 def test_the_notebooks_dense_baseline_has_its_parameter_count():
     p = dataclasses.replace(recipe_params("notebook").model, arch="dense")
-    assert models.build(p).count_params() == 101_770
+    assert architectures.build(p).count_params() == 101_770
 
 
 def test_the_default_model_stays_under_100k_parameters():
-    model = models.build(ModelParams())
+    model = architectures.build(ModelParams())
     assert model.count_params() == 96_282
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 6 and not any(c.use_bias for c in convs)
 
 
 def test_notebook_cnn_layer_shapes():
-    model = models.build(recipe_params("notebook").model)
+    model = architectures.build(recipe_params("notebook").model)
     shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
     assert shapes["conv1"] == (28, 28, 32)
     assert shapes["pool2"] == (7, 7, 64)
@@ -50,7 +50,7 @@ def test_notebook_cnn_layer_shapes():
 
 
 def test_writeup_cnn_has_batchnorm_after_every_conv_and_dense():
-    model = models.build(recipe_params("writeup").model)
+    model = architectures.build(recipe_params("writeup").model)
     names = [layer.name for layer in model.layers]
     assert names[:4] == ["conv1", "bn1", "pool1", "dropout1"]
     assert names[-4:] == ["dense", "bn_dense", "dropout", "output"]
@@ -58,8 +58,8 @@ def test_writeup_cnn_has_batchnorm_after_every_conv_and_dense():
 
 
 def test_outputs_are_probabilities_in_float32_even_under_mixed_precision():
-    with models.dtype_policy("mixed_bfloat16"):
-        model = models.build(ModelParams())
+    with saving.dtype_policy("mixed_bfloat16"):
+        model = architectures.build(ModelParams())
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     probs = model(np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32))
     assert probs.dtype == "float32"
@@ -67,7 +67,7 @@ def test_outputs_are_probabilities_in_float32_even_under_mixed_precision():
 
 
 def test_params_change_the_model():
-    wide = models.build(dataclasses.replace(ModelParams(), filters=(24, 32, 64)))
+    wide = architectures.build(dataclasses.replace(ModelParams(), filters=(24, 32, 64)))
     assert wide.get_layer("conv1_1").filters == 24
 
 
@@ -80,8 +80,8 @@ def test_batchnorm_is_synchronized_only_across_several_replicas(recipe):
         return {layer.synchronized for layer in norms}
 
     p = recipe_params(recipe).model
-    assert synchronized(models.build(p)) == {False}
-    assert synchronized(models.build(p, replicas=2)) == {True}
+    assert synchronized(architectures.build(p)) == {False}
+    assert synchronized(architectures.build(p, replicas=2)) == {True}
 
 
 def _op_types(layer: keras.layers.Layer, shape: tuple[int, ...], training: bool) -> set[str]:
@@ -99,8 +99,8 @@ def test_fused_batchnorm_trains_as_keras_batchnorm_does(policy, tolerance):
     upstream = rng.normal(size=x.shape).astype(np.float32)  # a loss that weighs every output
     gamma = rng.normal(size=24).astype(np.float32)
     results = []
-    with models.dtype_policy(policy):
-        for layer in (models.FusedBatchNormalization(), keras.layers.BatchNormalization()):
+    with saving.dtype_policy(policy):
+        for layer in (architectures.FusedBatchNormalization(), keras.layers.BatchNormalization()):
             layer.build(x.shape)
             layer.gamma.assign(gamma)
             with tf.GradientTape() as tape:
@@ -113,7 +113,7 @@ def test_fused_batchnorm_trains_as_keras_batchnorm_does(policy, tolerance):
     for fused, plain in zip(*results, strict=True):
         fused, plain = (np.asarray(tf.cast(t, tf.float32)) for t in (fused, plain))
         assert np.abs(fused - plain).max() <= tolerance * np.abs(plain).max()
-    assert "FusedBatchNormV3" in _op_types(models.FusedBatchNormalization(), x.shape, True)
+    assert "FusedBatchNormV3" in _op_types(architectures.FusedBatchNormalization(), x.shape, True)
     assert "FusedBatchNormV3" not in _op_types(keras.layers.BatchNormalization(), x.shape, True)
 
 
@@ -126,32 +126,32 @@ def test_fused_batchnorm_is_keras_batchnorm_where_the_kernel_does_not_apply(
     kwargs, shape, training
 ):
     assert "FusedBatchNormV3" not in _op_types(
-        models.FusedBatchNormalization(**kwargs), shape, training
+        architectures.FusedBatchNormalization(**kwargs), shape, training
     )
     x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
-    fused = models.FusedBatchNormalization(**kwargs)(x, training=training)
+    fused = architectures.FusedBatchNormalization(**kwargs)(x, training=training)
     plain = keras.layers.BatchNormalization(**kwargs)(x, training=training)
     assert np.allclose(fused, plain, atol=1e-6)
 
 
 def test_saved_model_bytes_depend_only_on_weights(tmp_path):
     keras.utils.set_random_seed(0)
-    model = models.build(ModelParams())
-    models.save_model(model, tmp_path / "a.keras")
-    models.save_model(model, tmp_path / "b.keras")
+    model = architectures.build(ModelParams())
+    saving.save_model(model, tmp_path / "a.keras")
+    saving.save_model(model, tmp_path / "b.keras")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
-    loaded = models.load_model(tmp_path / "a.keras")
+    loaded = saving.load_model(tmp_path / "a.keras")
     x = np.random.default_rng(1).random((3, 28, 28, 1), dtype=np.float32)
     assert np.allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_load_model_errors_name_the_file(tmp_path):
     with pytest.raises(PipelineError, match="no model there"):
-        models.load_model(tmp_path / "absent.keras")
+        saving.load_model(tmp_path / "absent.keras")
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"definitely not a zip")
     with pytest.raises(PipelineError, match="junk.keras: not a loadable Keras model"):
-        models.load_model(junk)
+        saving.load_model(junk)
 
 
 def _trainable(model: keras.Model) -> int:
@@ -172,7 +172,7 @@ def _moved(x: np.ndarray, dx: int, dy: int) -> np.ndarray:
 def test_shift_moves_every_pixel_exactly(dx, dy):
     x = np.random.default_rng(1).random((2, 28, 28, 1), dtype=np.float32)
     images = keras.Input(shape=(28, 28, 1))
-    moved = keras.Model(images, models.shift(images, dx, dy, "s"))
+    moved = keras.Model(images, tta.shift(images, dx, dy, "s"))
     out = moved.predict(x, verbose=0)
     assert out.shape == x.shape
     assert np.array_equal(out, _moved(x, dx, dy))
@@ -185,8 +185,8 @@ def test_test_time_augmentation_averages_its_views_with_the_same_weights(
 ):
     keras.utils.set_random_seed(0)
     p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8), tta_flip=flip, tta_shift=shift)
-    net = models.build(p)
-    shipped = models.for_inference(net, p)
+    net = architectures.build(p)
+    shipped = saving.for_inference(net, p)
 
     assert _trainable(shipped) == _trainable(net)
     assert shipped.count_params() == net.count_params() + flip * 28 * 28  # the fixed mirror
@@ -199,11 +199,11 @@ def test_test_time_augmentation_averages_its_views_with_the_same_weights(
     assert np.allclose(shipped.predict(x, verbose=0), expected, atol=1e-6)
     # Asymmetric images: the views really differ from the image itself.
     assert not np.allclose(net.predict(x, verbose=0), expected, atol=1e-4)
-    models.save_model(shipped, tmp_path / "tta.keras")
+    saving.save_model(shipped, tmp_path / "tta.keras")
     # Plain Keras, safe mode: built-in layers only.
     loaded = keras.saving.load_model(tmp_path / "tta.keras", compile=False, safe_mode=True)
     assert np.allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
-    assert models.network(loaded).name == net.name
+    assert tta.network(loaded).name == net.name
 
 
 def _dtype_policies(model: keras.Model) -> set[str]:
@@ -218,19 +218,19 @@ def _dtype_policies(model: keras.Model) -> set[str]:
 def test_a_network_trained_in_mixed_precision_ships_in_float32(tmp_path):
     p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8))
     x = np.random.default_rng(3).random((6, 28, 28, 1), dtype=np.float32)
-    with models.dtype_policy("mixed_bfloat16"):  # as `train` runs where bfloat16 is native
-        net = models.build(p)
-        shipped = models.for_inference(net, p)
+    with saving.dtype_policy("mixed_bfloat16"):  # as `train` runs where bfloat16 is native
+        net = architectures.build(p)
+        shipped = saving.for_inference(net, p)
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # left as it was
         trained_output = net.predict(x, verbose=0)
     assert _dtype_policies(net) == {"mixed_bfloat16", "float32"}
     assert _dtype_policies(shipped) == {"float32"}
-    models.save_model(shipped, tmp_path / "shipped.keras")
-    loaded = models.load_model(tmp_path / "shipped.keras")
+    saving.save_model(shipped, tmp_path / "shipped.keras")
+    loaded = saving.load_model(tmp_path / "shipped.keras")
     assert _dtype_policies(loaded) == {"float32"}
-    reference = models.build(p)  # float32 from the start, the same weights
+    reference = architectures.build(p)  # float32 from the start, the same weights
     reference.set_weights(net.get_weights())
-    expected = models.for_inference(reference, p).predict(x, verbose=0)
+    expected = saving.for_inference(reference, p).predict(x, verbose=0)
     assert np.allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
     # The same weights in bfloat16 answer measurably differently: what float32 shipping removes.
     assert not np.allclose(trained_output, reference.predict(x, verbose=0), atol=1e-6)
@@ -238,13 +238,13 @@ def test_a_network_trained_in_mixed_precision_ships_in_float32(tmp_path):
 
 def test_without_tta_a_copy_of_the_trained_network_ships():
     p = ModelParams(tta_flip=False, tta_shift=0)
-    net = models.build(p)
+    net = architectures.build(p)
     net.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    shipped = models.for_inference(net, p)
-    assert models.network(shipped) is shipped and models.network(net) is net
+    shipped = saving.for_inference(net, p)
+    assert tta.network(shipped) is shipped and tta.network(net) is net
     assert shipped.name == net.name and not shipped.compiled  # no loss, no optimizer state
     assert all(np.array_equal(a, b) for a, b in zip(shipped.get_weights(), net.get_weights()))
     # Keras' own BatchNormalization ships, not the fused one that trained.
     norms = {type(layer) for layer in shipped.layers if "bn" in layer.name}
     assert norms == {keras.layers.BatchNormalization}
-    assert models.FusedBatchNormalization in {type(layer) for layer in net.layers}
+    assert architectures.FusedBatchNormalization in {type(layer) for layer in net.layers}

@@ -12,10 +12,12 @@ import tensorflow as tf
 import yaml
 
 import helpers
-from fmnist import inputs, models, package
 from fmnist.dataset import CLASS_NAMES, load_split
 from fmnist.errors import PipelineError
+from fmnist.model import architectures
 from fmnist.params import ModelParams, params_from_dict, params_to_dict
+from fmnist.serving import card, signatures
+from fmnist.training import inputs
 
 SAVED_MODEL_CLI = shutil.which("saved_model_cli") or ""
 
@@ -26,15 +28,15 @@ def exported(tmp_path_factory):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = models.build(ModelParams())
+    model = architectures.build(ModelParams())
     path = tmp_path_factory.mktemp("saved") / "model"
-    package.export_saved_model(model, path)
+    signatures.export_saved_model(model, path)
     return model, path
 
 
 def test_speed_summary_percentiles_and_throughput():
     latencies = [0.001 * i for i in range(1, 101)]  # 1..100 ms
-    out = package.speed_summary(latencies, [0.5, 0.5], batch_size=256)
+    out = signatures.speed_summary(latencies, [0.5, 0.5], batch_size=256)
     assert out["latency_ms_p50"] == pytest.approx(50.5)
     assert out["latency_ms_p95"] == pytest.approx(95.05)
     assert out["throughput_images_per_s"] == pytest.approx(512.0)
@@ -43,7 +45,7 @@ def test_speed_summary_percentiles_and_throughput():
 
 def test_serving_signature_takes_uint8_pixels_and_matches_keras(exported, tiny_data):
     model, path = exported
-    serve = package.load_serving_fn(path)
+    serve = signatures.load_serving_fn(path)
     images = tiny_data["test"][0]  # (100, 28, 28) uint8
     out = serve(pixels=tf.constant(images[..., None]))
     expected = model.predict(inputs.preprocess(images), verbose=0)
@@ -60,9 +62,11 @@ def test_check_saved_model_refuses_a_savedmodel_of_another_model(exported, tiny_
 
     _, path = exported
     keras.utils.set_random_seed(1)
-    other = models.build(ModelParams())
+    other = architectures.build(ModelParams())
     with pytest.raises(PipelineError, match="disagree"):
-        package.check_saved_model(other, package.load_serving_fn(path), tiny_data["test"][0][:8])
+        signatures.check_saved_model(
+            other, signatures.load_serving_fn(path), tiny_data["test"][0][:8]
+        )
 
 
 @pytest.mark.slow  # a subprocess that imports TensorFlow
@@ -90,7 +94,7 @@ def card_inputs() -> tuple[dict, dict, dict]:
     metrics["per_class"] = per_class
     record = {
         "training": {"parameters": 93962, "epochs_run": 3, "device": "CPU (x)"},
-        "inference": package.speed_summary([0.001, 0.002], [0.1], 256),
+        "inference": signatures.speed_summary([0.001, 0.002], [0.1], 256),
         "code": {"commit": "abc123", "dirty": True},
         "data": {"raw": {"t10k-images-idx3-ubyte": "ff00"}},
         "packaging": {"device": "CPU (y)", "onednn": True, "tensorflow": tf.__version__},
@@ -100,7 +104,7 @@ def card_inputs() -> tuple[dict, dict, dict]:
 
 
 def test_model_card_has_every_section_and_the_real_numbers():
-    card = package.model_card(*card_inputs())
+    text = card.model_card(*card_inputs())
     for section in (
         "## Intended use",
         "## Input and output",
@@ -111,14 +115,14 @@ def test_model_card_has_every_section_and_the_real_numbers():
         "## Limitations",
         "## Versions",
     ):
-        assert section in card
-    assert "| Ankle boot | 0.9000 | 0.9000 | 0.4500 | 100 |" in card
+        assert section in text
+    assert "| Ankle boot | 0.9000 | 0.9000 | 0.4500 | 100 |" in text
     # The weakest classes are named from the per-class F1, lowest first.
-    assert "Ankle boot (F1 0.45), Bag (F1 0.50), Sneaker (F1 0.55)" in card
-    assert "93962 parameters" in card and "`ff00`" in card
-    assert "abc123 (with uncommitted changes" in card
-    assert "uint8" in card and "(batch, 28, 28, 1)" in card
-    assert "CPU (y), TensorFlow's oneDNN kernels on: latency p50" in card
+    assert "Ankle boot (F1 0.45), Bag (F1 0.50), Sneaker (F1 0.55)" in text
+    assert "93962 parameters" in text and "`ff00`" in text
+    assert "abc123 (with uncommitted changes" in text
+    assert "uint8" in text and "(batch, 28, 28, 1)" in text
+    assert "CPU (y), TensorFlow's oneDNN kernels on: latency p50" in text
 
 
 @pytest.mark.parametrize(
@@ -133,12 +137,12 @@ def test_model_card_has_every_section_and_the_real_numbers():
 def test_model_card_says_which_views_the_model_averages(flip, shift, says):
     params, metrics, record = card_inputs()
     params["model"] |= {"tta_flip": flip, "tta_shift": shift}
-    card = package.model_card(params, metrics, record)
+    text = card.model_card(params, metrics, record)
     if says is None:
-        assert "test-time augmentation" not in card
+        assert "test-time augmentation" not in text
     else:
-        assert says in card.replace("\n", " ")
-        assert f"{(1 + flip) * (5 if shift else 1)} views)" in card
+        assert says in text.replace("\n", " ")
+        assert f"{(1 + flip) * (5 if shift else 1)} views)" in text
 
 
 # --- end to end, on the tiny repo the pipeline has run in -----------------------------------

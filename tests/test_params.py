@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from fmnist import recipes
 from fmnist.errors import ParamsError
 from fmnist.params import Params, load_params, params_from_dict, params_to_dict
+from fmnist.tools.recipe import apply
 from helpers import ROOT
 
 
@@ -16,7 +16,7 @@ def defaults() -> dict:
 
 
 def with_value(dotted: str, value) -> dict:
-    return recipes.apply(defaults(), {dotted: value})
+    return apply(defaults(), {dotted: value})
 
 
 def test_params_yaml_holds_exactly_the_documented_defaults():

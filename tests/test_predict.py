@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import helpers
-from fmnist import predict
 from fmnist.dataset import encode_csv, encode_idx, load_split
 from fmnist.errors import ImageError
+from fmnist.tools import predict
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 import helpers
-from fmnist import prepare
 from fmnist.dataset import NUM_CLASSES, load_split
 from fmnist.errors import DataError
 from fmnist.params import PrepareParams
+from fmnist.stages import prepare
 
 
 def test_split_is_stratified_seeded_and_matches_the_notebook(tiny_data):

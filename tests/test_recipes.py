@@ -7,33 +7,33 @@ import math
 import pytest
 import yaml
 
-from fmnist import recipes
 from fmnist.errors import ParamsError
+from fmnist.tools.recipe import apply, load_recipes, recipe_params, set_arguments
 from helpers import ROOT
 
-RECIPES = recipes.load_recipes(ROOT / "recipes.yaml")
+RECIPES = load_recipes(ROOT / "recipes.yaml")
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipe_is_valid_params(name):
-    params = recipes.recipe_params(name, RECIPES, BASE)
+    params = recipe_params(name, RECIPES, BASE)
     assert params.model.arch == RECIPES[name].get("model.arch", BASE["model"]["arch"])
 
 
 def test_the_default_recipe_is_params_yaml_as_it_is():
     assert RECIPES["default"] == {}
-    assert recipes.set_arguments(RECIPES["default"]) == []
+    assert set_arguments(RECIPES["default"]) == []
 
 
 def test_the_seed_recipes_are_the_seeds():
-    notebook = recipes.recipe_params("notebook", RECIPES, BASE)
+    notebook = recipe_params("notebook", RECIPES, BASE)
     assert (notebook.model.arch, notebook.train.batch_size, notebook.train.reduce_lr.factor) == (
         "gap_cnn",
         128,
         0.5,
     )
-    writeup = recipes.recipe_params("writeup", RECIPES, BASE)
+    writeup = recipe_params("writeup", RECIPES, BASE)
     assert writeup.train.batch_size == 32 and writeup.train.augment.rotation_deg == 15.0
     assert writeup.train.reduce_lr.factor == 0.2 and writeup.train.reduce_lr.min_lr == 1e-6
     # Padding as each seed's Keras code gets it: the notebook says 'same'; the write-up says
@@ -48,16 +48,14 @@ def test_the_seed_recipes_are_the_seeds():
 
 
 def test_set_arguments_are_single_words():
-    args = recipes.set_arguments(
-        {"model.filters": [16, 40, 72], "train.augment.horizontal_flip": True}
-    )
+    args = set_arguments({"model.filters": [16, 40, 72], "train.augment.horizontal_flip": True})
     assert args == ["-S", "model.filters=[16,40,72]", "-S", "train.augment.horizontal_flip=true"]
 
 
 def test_unknown_recipe_or_key_is_named():
     with pytest.raises(ParamsError, match="no recipe 'fast'; recipes: default, notebook"):
-        recipes.recipe_params("fast", RECIPES, BASE)
+        recipe_params("fast", RECIPES, BASE)
     with pytest.raises(ParamsError, match="^'train.epoch' is not a key of params.yaml"):
-        recipes.apply(BASE, {"train.epoch": 3})
+        apply(BASE, {"train.epoch": 3})
     with pytest.raises(ParamsError, match="^recipe 'typo': 'train.epoch' is not a key"):
-        recipes.recipe_params("typo", {**RECIPES, "typo": {"train.epoch": 3}}, BASE)
+        recipe_params("typo", {**RECIPES, "typo": {"train.epoch": 3}}, BASE)

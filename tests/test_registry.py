@@ -12,10 +12,11 @@ import yaml
 from PIL import Image
 
 import helpers
-from fmnist import recipes, registry
 from fmnist.dataset import load_split
 from fmnist.errors import PipelineError
 from fmnist.params import Params, params_to_dict
+from fmnist.tools import registry
+from fmnist.tools.recipe import apply
 from helpers import dvc, git
 
 NAME = registry.ARTIFACT
@@ -29,7 +30,7 @@ def defaults() -> dict:
 
 def changed(**dotted) -> dict:
     """The default params with `model__arch=...`-style keys set."""
-    return recipes.apply(defaults(), {k.replace("__", "."): v for k, v in dotted.items()})
+    return apply(defaults(), {k.replace("__", "."): v for k, v in dotted.items()})
 
 
 def test_dvc_yaml_declares_the_packaged_model_and_gto_its_stages():

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import helpers
-from fmnist import history
+from fmnist.training import history
 from helpers import dvc
 
 pytestmark = pytest.mark.slow
@@ -114,7 +114,7 @@ def test_a_full_disk_stops_a_stage_with_a_clear_error_and_no_partial_output(tiny
     dvc("repro", "fetch", cwd=tiny_repo)
     # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG, like ENOSPC would.
     proc = helpers.run(
-        [sys.executable, "-m", "fmnist.prepare"],
+        [sys.executable, "-m", "fmnist.stages.prepare"],
         cwd=tiny_repo,
         check=False,
         preexec_fn=limit_file_size(64 * 1024),

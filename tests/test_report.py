@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 import helpers
-from fmnist import report
 from fmnist.dataset import CLASS_NAMES
 from fmnist.errors import PipelineError
+from fmnist.tools import report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmnist import device, inputs, resume, train
 from fmnist.params import Params
+from fmnist.stages import train
+from fmnist.training import device, inputs, resume
 
 EPOCHS = 4
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmnist import models, train
 from fmnist.errors import ParamsError
+from fmnist.model import architectures, saving
 from fmnist.params import EarlyStoppingParams, ModelParams, ReduceLRParams, TrainParams
+from fmnist.stages import train
 from helpers import recipe_params
 
 NOTEBOOK = recipe_params("notebook").train  # plateau schedule, early stopping, Adam
@@ -87,14 +88,14 @@ def test_a_model_trained_with_label_smoothing_ships_without_this_projects_code(t
     keras.utils.set_random_seed(0)
     for tta in (False, True):
         p = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8), tta_flip=tta, tta_shift=int(tta))
-        net = models.build(p)
+        net = architectures.build(p)
         train.compile_model(net, TrainParams(label_smoothing=0.1, epochs=2), 1)
         x = np.random.default_rng(1).random((8, 28, 28, 1), dtype=np.float32)
         net.fit(x, np.arange(8) % 10, epochs=1, verbose=0)
         path = tmp_path / f"tta-{tta}.keras"
-        models.save_model(models.for_inference(net, p), path)
+        saving.save_model(saving.for_inference(net, p), path)
         np.save(tmp_path / "x.npy", x)
-        expected = models.for_inference(net, p).predict(x, verbose=0)
+        expected = saving.for_inference(net, p).predict(x, verbose=0)
         np.save(tmp_path / "expected.npy", expected)
         script = (
             "import sys, keras, numpy as np\n"
@@ -111,7 +112,7 @@ def test_a_model_trained_with_label_smoothing_ships_without_this_projects_code(t
 
 
 def test_weight_decay_selects_adamw():
-    model = models.build(ModelParams())
+    model = architectures.build(ModelParams())
     train.compile_model(model, TrainParams(weight_decay=0.01), 10)
     assert isinstance(model.optimizer, keras.optimizers.AdamW)
     train.compile_model(model, TrainParams(weight_decay=0.0), 10)
@@ -137,7 +138,7 @@ def test_several_steps_per_call_train_the_same_weights_as_one():
     trained = {}
     for steps_per_execution in (1, train.STEPS_PER_EXECUTION):
         keras.utils.set_random_seed(0)
-        model = models.build(ModelParams(filters=(4, 6, 8)))
+        model = architectures.build(ModelParams(filters=(4, 6, 8)))
         train.compile_model(model, p, steps_per_epoch=10)
         assert model.steps_per_execution == train.STEPS_PER_EXECUTION
         model.steps_per_execution = steps_per_execution
@@ -150,6 +151,6 @@ def test_several_steps_per_call_train_the_same_weights_as_one():
 
 def test_under_a_distribution_strategy_training_takes_one_step_per_call():
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
-        model = models.build(ModelParams(filters=(4, 6, 8)))
+        model = architectures.build(ModelParams(filters=(4, 6, 8)))
         train.compile_model(model, cosine(), steps_per_epoch=10)
     assert model.steps_per_execution == 1

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 import helpers
-from fmnist import vertex
 from fmnist.errors import PipelineError
+from fmnist.tools import vertex
 from helpers import ROOT
 
 SCHEMA = json.loads((ROOT / "tests/schemas/vertex_custom_job_spec.schema.json").read_text())
@@ -176,7 +176,7 @@ def stub_path(tmp_path):
     (bin_dir / "python3").write_text(
         "#!/bin/sh\n"
         f'echo "python3 $*" >> {log}\n'
-        'if [ "$1 $2" = "-m fmnist.distribute" ]; then exit "$STUB_NOT_CHIEF"; fi\n'
+        'if [ "$1 $2" = "-m fmnist.training.distribute" ]; then exit "$STUB_NOT_CHIEF"; fi\n'
     )
     for exe in bin_dir.iterdir():
         exe.chmod(0o755)
@@ -196,7 +196,7 @@ def test_the_replica_script_runs_the_stage_on_the_chief_and_its_command_elsewher
     }
     subprocess.run(["sh", "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
     calls = log.read_text().splitlines()
-    assert calls[:2] == ["dvc pull -r gcs prepare", "python3 -m fmnist.distribute"]
+    assert calls[:2] == ["dvc pull -r gcs prepare", "python3 -m fmnist.training.distribute"]
     if chief:
         assert calls[2:4] == ["dvc repro --force --single-item train", "dvc push -r gcs train"]
         assert calls[4].startswith("python3 -c")

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 import helpers
-from fmnist import cli, report
+from fmnist import cli
+from fmnist.tools import report
 
 WORKFLOW = helpers.ROOT / ".github" / "workflows" / "pr.yml"
 

@@ -1,6 +1,7 @@
-"""Atomic writes: an output either appears whole or not at all.
+"""Stage outputs: written atomically with stable bytes, read back with errors naming the stage.
 
-A stage killed halfway (or failing on bad input) must not leave a half-written file that DVC
+An output either appears whole or not at all:
+a stage killed halfway (or failing on bad input) must not leave a half-written file that DVC
 could cache or a later stage could read. Everything is written to a temporary sibling and moved
 into place with `os.replace`, which is atomic on one filesystem.
 """
@@ -8,6 +9,7 @@ into place with `os.replace`, which is atomic on one filesystem.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -68,3 +70,25 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented, key-sorted JSON (stable bytes for stable hashes)."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path, produced_by: str) -> dict:
+    """Load a JSON file another stage wrote; name that stage if it is missing or broken."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; run `dvc repro {produced_by}`") from None
+    except json.JSONDecodeError as exc:
+        raise PipelineError(
+            f"{path}: not valid JSON ({exc}); run `dvc repro {produced_by}`"
+        ) from None
+
+
+def file_md5(path: str | Path) -> str:
+    """The MD5 of a file's bytes: what DVC 3 records for a file in `dvc.lock`."""
+    digest = hashlib.md5()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -7,21 +7,40 @@ its module is imported only when used, so `fmnist params` does not pay for impor
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+
+from fmnist import launch
 
 # name -> (module, one-line help). Add a command by adding a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("fmnist.params", "validate params.yaml"),
-    "recipe": ("fmnist.recipes", "list the named recipes, or print one's `dvc exp run -S` args"),
-    "predict": ("fmnist.predict", "classify images with a packaged or registered model"),
-    "next-version": ("fmnist.registry", "propose the next model version from the params"),
-    "vertex-job": ("fmnist.vertex", "render the Vertex AI CustomJob spec that runs `train`"),
-    "lineage": ("fmnist.lineage", "print the data, params, code and model hashes of a git rev"),
-    "verify-remote": ("fmnist.remote", "check that a rev's data and models are in a DVC remote"),
-    "push": ("fmnist.remote:push", "`dvc push`, with a clear error if the remote is not usable"),
-    "pull": ("fmnist.remote:pull", "`dvc pull`, with a clear error if the remote is not usable"),
-    "report": ("fmnist.report", "compare the workspace or a rev with a base rev, as Markdown"),
+    "recipe": (
+        "fmnist.tools.recipe",
+        "list the named recipes, or print one's `dvc exp run -S` args",
+    ),
+    "predict": ("fmnist.tools.predict", "classify images with a packaged or registered model"),
+    "next-version": ("fmnist.tools.registry", "propose the next model version from the params"),
+    "vertex-job": ("fmnist.tools.vertex", "render the Vertex AI CustomJob spec that runs `train`"),
+    "lineage": (
+        "fmnist.tools.lineage",
+        "print the data, params, code and model hashes of a git rev",
+    ),
+    "verify-remote": (
+        "fmnist.tools.remote",
+        "check that a rev's data and models are in a DVC remote",
+    ),
+    "push": (
+        "fmnist.tools.remote:push",
+        "`dvc push`, with a clear error if the remote is not usable",
+    ),
+    "pull": (
+        "fmnist.tools.remote:pull",
+        "`dvc pull`, with a clear error if the remote is not usable",
+    ),
+    "report": (
+        "fmnist.tools.report",
+        "compare the workspace or a rev with a base rev, as Markdown",
+    ),
 }
 
 
@@ -31,13 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv)
-    return entry_point(COMMANDS[args.command][0])(rest)
+    return launch.run(entry_point(COMMANDS[args.command][0]), rest, f"fmnist {args.command}")
 
 
 def entry_point(target: str):
-    """The function `module:function` names (`main` when only a module is named)."""
+    """The function `module:function` names (`main` when only a module is named), its module
+    imported with the process configured (`fmnist.launch`)."""
     module, _, function = target.partition(":")
-    return getattr(importlib.import_module(module), function or "main")
+    return getattr(launch.load(module), function or "main")
 
 
 if __name__ == "__main__":

@@ -81,8 +81,8 @@ class PrepareParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    """The architecture (see `fmnist.models`). Defaults: this project's recipe, under 100k
-    parameters; the seeds' are the recipes `notebook` and `writeup` in recipes.yaml."""
+    """The architecture (see `fmnist.model.architectures`). Defaults: this project's recipe,
+    under 100k parameters; the seeds' are the recipes `notebook` and `writeup` in recipes.yaml."""
 
     # gap_cnn: the seed notebook's CNN; bn_cnn: the write-up's CNN; dense: the baseline;
     # bn_gap_cnn: the notebook's design with BatchNorm and several convolutions per stage.
@@ -189,7 +189,8 @@ class TrainParams:
     CPU in under 30 minutes; the seeds' are the recipes `notebook` and `writeup`."""
 
     epochs: int = _field(30, lo=1)
-    # The batch of one replica; the global batch is this times the replicas (fmnist.distribute).
+    # The batch of one replica; the global batch is this times the replicas
+    # (fmnist.training.distribute).
     batch_size: int = _field(128, lo=1)
     # Adam's (peak) learning rate for one replica.
     learning_rate: float = _field(3e-3, lo=0, hi=1, open_lo=True)
@@ -204,7 +205,7 @@ class TrainParams:
     # rest spread over all classes. 0: plain cross-entropy (the seeds).
     label_smoothing: float = _field(0.0, lo=0, hi=0.5)
     # auto: several workers if TF_CONFIG names them, all GPUs if more than one, else none
-    # (TensorFlow's default strategy: one device). See fmnist.distribute.
+    # (TensorFlow's default strategy: one device). See fmnist.training.distribute.
     distribute: Distribute = "auto"
     # Multiply the learning rate by the number of replicas (the linear scaling rule).
     scale_lr_with_replicas: bool = True

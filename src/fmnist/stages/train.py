@@ -3,7 +3,7 @@
 Writes the model (`models/model.keras`), the per-epoch log (`metrics/train/`) and a record of
 the run (`metrics/train.json`: device, strategy, replicas, precision, TensorFlow version, epochs,
 time, speed). On several devices or workers it trains with the `tf.distribute` strategy that
-`train.distribute` selects (see `fmnist.distribute`); only the chief writes those outputs.
+`train.distribute` selects (see `fmnist.training.distribute`); only the chief writes those outputs.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from fmnist import atomic, device, distribute, history, inputs, models, resume
+from fmnist import atomic
 from fmnist.dataset import Split, load_split
 from fmnist.errors import report_errors
+from fmnist.model import architectures, saving
 from fmnist.params import Params, TrainParams, load_params
+from fmnist.training import device, distribute, history, inputs, resume
 
 # Training steps per call into TensorFlow (Keras' `steps_per_execution`): the same steps in the
 # same order, so the same weights to the bit, with less Python between steps. Measured for the
@@ -144,7 +146,7 @@ def train(
     steps = inputs.steps_per_epoch(len(train_split[1]), batch)
     # Variables created in the scope are mirrored on every replica and kept in sync.
     with strategy.scope():
-        model = models.build(params.model, replicas)
+        model = architectures.build(params.model, replicas)
         compile_model(model, p, steps, replicas)
     counter = inputs.EpochCounter()
     augment = p.augment if p.augment.enabled else None
@@ -244,7 +246,7 @@ def fit_and_write(
     seconds = time.perf_counter() - start
     live.end()
 
-    models.save_model(models.for_inference(model, params.model), model_path)
+    saving.save_model(saving.for_inference(model, params.model), model_path)
     resumed_at = 0 if saved is None else saved.epochs_done
     p, replicas = params.train, runtime["replicas"]
     record = {

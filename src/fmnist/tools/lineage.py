@@ -8,9 +8,7 @@ every output and the params each stage ran with, so nothing needs to be pulled t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,69 +16,11 @@ from pathlib import Path
 import yaml
 
 from fmnist.errors import PipelineError, report_errors
+from fmnist.git import git_show, resolve_rev
 
 # The stages whose outputs are the dataset version and the model version (named in dvc.yaml).
 DATA_STAGES = ("fetch", "prepare")
 MODEL_STAGES = ("train", "package")
-
-
-def git_commit(repo: str | Path = ".") -> dict:
-    """The checked-out commit and whether tracked files differ from it (e.g. a `-S` param)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
-
-
-def read_json(path: str | Path, produced_by: str) -> dict:
-    """Load a JSON file another stage wrote; name that stage if it is missing or broken."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: missing; run `dvc repro {produced_by}`") from None
-    except json.JSONDecodeError as exc:
-        raise PipelineError(
-            f"{path}: not valid JSON ({exc}); run `dvc repro {produced_by}`"
-        ) from None
-
-
-def file_md5(path: str | Path) -> str:
-    """The MD5 of a file's bytes: what DVC 3 records for a file in `dvc.lock`."""
-    digest = hashlib.md5()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def git_show(repo: str | Path, rev: str, path: str) -> str | None:
-    """The text of `path` as committed at `rev`, or None if `rev` has no such file."""
-    proc = subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True
-    )
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def resolve_rev(repo: str | Path, rev: str) -> str:
-    """The full commit hash `rev` names; a PipelineError if git does not know it."""
-    proc = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise PipelineError(f"{rev!r} is not a commit, branch or tag of the git repo at {repo}")
-    return proc.stdout.strip()
 
 
 @dataclass(frozen=True)

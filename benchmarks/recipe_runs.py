@@ -7,8 +7,8 @@ the experiments' own metrics, with the mean and standard deviation of each recip
 several seeds. Each run trains on the full dataset: tens of minutes per recipe on a laptop CPU.
 Run from the repository root:
 
-    python3 benchmarks/recipes.py default notebook writeup
-    python3 benchmarks/recipes.py writeup --seeds 42 7 1 2 3
+    python3 benchmarks/recipe_runs.py default notebook writeup
+    python3 benchmarks/recipe_runs.py writeup --seeds 42 7 1 2 3
 
 The workspace ends as DVC leaves it after an experiment: holding the last run's params and
 outputs (`dvc exp show` lists them all; `dvc exp apply` picks one). A rerun whose params DVC has
@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 import machine
-from fmnist import recipes
+from fmnist.tools.recipe import add_set_option, load_recipes, set_arguments
 
 PARAMS = Path("params.yaml")
 # What `dvc repro` prints when the run cache already holds a stage's outputs for these inputs.
@@ -69,7 +69,7 @@ def check_names_are_free(names: list[str]) -> None:
 
 def experiment(recipe: str, seed: int | None, table: dict, sets: list[str]) -> Run:
     """Run one recipe (with `seed`, and the `-S` `sets` on top) as a named experiment."""
-    args = recipes.set_arguments(table[recipe])
+    args = set_arguments(table[recipe])
     args += [] if seed is None else ["-S", f"train.seed={seed}"]
     for item in sets:
         args += ["-S", item]
@@ -129,9 +129,9 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="+", help="train.seed of each run (default: the recipe's)"
     )
-    recipes.add_set_option(parser, on_top_of="every recipe")
+    add_set_option(parser, on_top_of="every recipe")
     args = parser.parse_args()
-    table = recipes.load_recipes()
+    table = load_recipes()
     unknown = [name for name in args.names if name not in table]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {', '.join(unknown)}; `fmnist recipe` lists them")

@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from fmnist import atomic, figures, history, inputs, models
+from fmnist import atomic, figures
 from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, Split, load_split
 from fmnist.errors import ParamsError, report_errors
+from fmnist.model import saving, tta
 from fmnist.params import load_params
+from fmnist.training import history, inputs
 
 # Probabilities are clipped before the log so that a confident mistake costs a finite loss.
 _EPSILON = 1e-7
@@ -93,7 +95,7 @@ def filter_and_feature_figures(
     model: keras.Model, image: np.ndarray, label: int
 ) -> tuple[bytes, bytes]:
     """PNGs of the first convolution's kernels and of the feature maps of `image`."""
-    model = models.network(model)
+    model = tta.network(model)
     picked = activation_layers(model)
     if not picked:
         note = figures.message(f"The {model.name} model has no convolution layers.")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", type=Path, default=Path("metrics/figures"))
     args = parser.parse_args(argv)
     p = load_params(args.params).evaluate
-    model = models.load_model(args.model)
+    model = saving.load_model(args.model)
     splits = {name: load_split(args.data / f"{name}.npz") for name in SPLIT_NAMES}
     splits["train"] = sample(splits["train"], p.train_sample)
     test_images, test_labels = splits["test"]

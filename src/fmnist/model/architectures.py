@@ -8,21 +8,13 @@ precision is a way to train faster, not part of the model).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import zipfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from fmnist import atomic
 from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES
-from fmnist.errors import PipelineError
 from fmnist.params import ModelParams
 
 
@@ -172,77 +164,12 @@ def bn_gap_cnn(p: ModelParams) -> keras.Model:
     )
 
 
-def mirror(images: keras.KerasTensor) -> keras.KerasTensor:
-    """`images` (B, H, W, 1) flipped left to right, in built-in layers only (so that plain
-    Keras, in safe mode, loads the model without this project's code): a fixed, non-trainable
-    reversal matrix applied along the width. Exact: each output pixel is one input pixel."""
-    height, width, _ = IMAGE_SHAPE
-    rows = layers.Reshape((height, width), name="mirror_rows")(images)  # (B, H, W)
-    reverse = layers.Dense(width, use_bias=False, trainable=False, name="mirror")
-    flipped = reverse(rows)
-    reverse.set_weights([np.eye(width, dtype="float32")[::-1]])
-    return layers.Reshape(IMAGE_SHAPE, name="mirror_image")(flipped)
-
-
-def shift(images: keras.KerasTensor, dx: int, dy: int, name: str) -> keras.KerasTensor:
-    """`images` moved `dx` pixels right and `dy` down (negative: left, up), zeros shifted in:
-    zero-padding on one side, cropping the other. Built-in layers, no weights, exact."""
-    pad = ((max(dy, 0), max(-dy, 0)), (max(dx, 0), max(-dx, 0)))
-    crop = ((max(-dy, 0), max(dy, 0)), (max(-dx, 0), max(dx, 0)))
-    padded = layers.ZeroPadding2D(pad, name=f"{name}_pad")(images)
-    return layers.Cropping2D(crop, name=f"{name}_crop")(padded)
-
-
-def test_time_views(images: keras.KerasTensor, p: ModelParams) -> list[keras.KerasTensor]:
-    """The views that the saved model averages over: the image; its mirror if `p.tta_flip`;
-    each of those moved `p.tta_shift` pixels right, left, down and up if `p.tta_shift`."""
-    originals = [("", images)] + ([("mirror_", mirror(images))] if p.tta_flip else [])
-    s = p.tta_shift
-    moves = {"right": (s, 0), "left": (-s, 0), "down": (0, s), "up": (0, -s)} if s else {}
-    views = []
-    for prefix, view in originals:
-        views.append(view)
-        views += [shift(view, dx, dy, f"{prefix}shift_{way}") for way, (dx, dy) in moves.items()]
-    return views
-
-
-def with_test_time_augmentation(network: keras.Model, p: ModelParams) -> keras.Model:
-    """`network` made to average its probabilities over `test_time_views`.
-
-    The same weights on every view: no trainable parameters added (the mirror's fixed 28x28
-    matrix is not trained), and as many times the inference work as there are views (2 for
-    the mirror, 5 for the shifts, 10 for both). Training mirrors and shifts garments too.
-    """
-    images = keras.Input(shape=IMAGE_SHAPE, name="images")
-    probs = [network(view) for view in test_time_views(images, p)]
-    return keras.Model(
-        images, layers.Average(name="tta_average")(probs), name=f"{network.name}_tta"
-    )
-
-
-def network(model: keras.Model) -> keras.Model:
-    """The trained network itself: `model`, or the one inside a mirror-averaging wrapper."""
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return inner[0] if len(inner) == 1 else model
-
-
 ARCHITECTURES: dict[str, Callable[[ModelParams], keras.Model]] = {
     "gap_cnn": gap_cnn,
     "bn_cnn": bn_cnn,
     "dense": dense,
     "bn_gap_cnn": bn_gap_cnn,
 }
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str) -> Iterator[None]:
-    """Layers made inside compute under the Keras dtype policy `name` (the global one after)."""
-    before = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(before)
 
 
 def build(p: ModelParams, replicas: int = 1) -> keras.Model:
@@ -259,89 +186,3 @@ def build(p: ModelParams, replicas: int = 1) -> keras.Model:
             if isinstance(layer, layers.BatchNormalization):
                 layer.synchronized = True  # read at each call: set before the first
     return model
-
-
-def for_inference(trained: keras.Model, p: ModelParams) -> keras.Model:
-    """What is saved and shipped: the trained network, averaged over test-time views if
-    `p.tta_flip` or `p.tta_shift`.
-
-    A copy, without what `compile` attached (loss, optimizer and its state): a Keras archive
-    stores those, and this project's loss would then stop plain Keras from loading the file.
-    It computes in float32 whatever precision trained it (the weights are float32 either way):
-    the same answers on every machine, with no bfloat16 emulated where a CPU lacks it, and a
-    SavedModel that agrees with it (in bfloat16 the two kernels' roundings differ).
-    """
-    with dtype_policy("float32"):
-        network = keras_copy(trained, "float32")
-        network.set_weights(trained.get_weights())
-        return with_test_time_augmentation(network, p) if p.tta_flip or p.tta_shift else network
-
-
-def keras_copy(model: keras.Model, policy: str | None = None) -> keras.Model:
-    """A new, uncompiled model of `model`'s layers (a Sequential, as every architecture is), in
-    Keras' own classes: `FusedBatchNormalization` becomes Keras' BatchNormalization, so that
-    plain Keras loads it. Every layer computes under dtype `policy` if given. New weights."""
-
-    def copy(layer: layers.Layer) -> layers.Layer:
-        fused = isinstance(layer, FusedBatchNormalization)
-        new = (layers.BatchNormalization if fused else type(layer)).from_config(layer.get_config())
-        if policy:
-            new.dtype_policy = policy
-        return new
-
-    return keras.Sequential(
-        [keras.Input(shape=IMAGE_SHAPE), *map(copy, model.layers)], name=model.name
-    )
-
-
-# `model.save` stamps the wall-clock time into the archive; a fixed stamp makes the same
-# weights give the same bytes, and so the same DVC hash.
-_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-def _renumber_shared(config, ids: dict | None = None):
-    """`config` with each `shared_object_id` (Keras uses the Python `id()` of the object, which
-    differs from process to process) replaced by its order of first appearance."""
-    ids = {} if ids is None else ids
-    if isinstance(config, list):
-        return [_renumber_shared(item, ids) for item in config]
-    if not isinstance(config, dict):
-        return config
-    out = {}
-    for key, value in config.items():
-        if key == "shared_object_id":
-            value = ids.setdefault(value, len(ids))
-        out[key] = _renumber_shared(value, ids)
-    return out
-
-
-def save_model(model: keras.Model, path: str | Path) -> None:
-    """Save `model` as a `.keras` archive atomically, with bytes that depend only on the model."""
-    with atomic.atomic_path(path) as tmp:
-        raw = tmp.with_name("raw.keras")
-        model.save(raw)
-        out = io.BytesIO()
-        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-            for info in sorted(src.infolist(), key=lambda i: i.filename):
-                data = src.read(info)
-                if info.filename == "metadata.json":
-                    meta = json.loads(data)
-                    meta.pop("date_saved", None)
-                    data = json.dumps(meta, sort_keys=True).encode()
-                elif info.filename == "config.json":
-                    data = json.dumps(_renumber_shared(json.loads(data)), sort_keys=True).encode()
-                dst.writestr(zipfile.ZipInfo(info.filename, date_time=_FIXED_ZIP_TIME), data)
-        raw.unlink()
-        tmp.write_bytes(out.getvalue())
-
-
-def load_model(path: str | Path) -> keras.Model:
-    """Load a `.keras` model in Keras' safe mode (no arbitrary code from the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: no model there; run `dvc repro train`")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    # TypeError: a config naming a function or class that is not registered.
-    except (ValueError, TypeError, OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise PipelineError(f"{path}: not a loadable Keras model ({exc})") from None

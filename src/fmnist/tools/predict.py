@@ -3,8 +3,9 @@
 Reads PNG/JPEG images (8-bit grayscale, 28×28), IDX image files (`*-ubyte`, `.idx`, gzipped or
 not), Kaggle-style CSV files (`label,pixel1..pixel784`) and `.npy` arrays of uint8 pixels, and
 prints the top-k classes with their probabilities as a table or JSON. Inputs are scaled by
-`fmnist.inputs.preprocess`, exactly as in training and evaluation. An input of the wrong size,
-with colour channels, of the wrong dtype, or corrupt is refused with a message naming the file.
+`fmnist.training.inputs.preprocess`, exactly as in training and evaluation. An input of the
+wrong size, with colour channels, of the wrong dtype, or corrupt is refused with a message
+naming the file.
 
     fmnist predict [PACKAGE] FILE...                   # PACKAGE defaults to models/package
     fmnist predict --version v1.2.0 FILE...            # a registered version (dvc artifacts get)
@@ -24,7 +25,6 @@ import keras
 import numpy as np
 from PIL import Image
 
-from fmnist import inputs, package, registry
 from fmnist.dataset import (
     CLASS_NAMES,
     IMAGE_SIZE,
@@ -35,6 +35,9 @@ from fmnist.dataset import (
     parse_idx,
 )
 from fmnist.errors import DataError, ImageError, PipelineError, report_errors
+from fmnist.serving import layout
+from fmnist.tools import registry
+from fmnist.training import inputs
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 DEFAULT_PACKAGE = Path("models/package")
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if package_dir is None:
             package_dir = Path(tmp) / "package"
             registry.fetch_package(args.repo, package_dir, version=args.version, stage=args.stage)
-        model, _ = package.load_package(package_dir)
+        model, _ = layout.load_package(package_dir)
         tops = top_k(classify(model, images), args.top_k)
     if args.json:
         out = [{"input": label, "top": top} for label, top in zip(labels, tops)]

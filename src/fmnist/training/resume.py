@@ -50,7 +50,7 @@ def fingerprint(params: Params, data_files: list[Path]) -> str:
     config = {"model": params_to_dict(params.model), "train": params_to_dict(params.train)}
     digest.update(json.dumps(config, sort_keys=True).encode())
     digest.update(f"tensorflow {tf.__version__} keras {keras.__version__}".encode())
-    for path in [*data_files, *sorted(Path(__file__).parent.glob("*.py"))]:
+    for path in [*data_files, *sorted(Path(__file__).parents[1].rglob("*.py"))]:
         digest.update(path.name.encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]

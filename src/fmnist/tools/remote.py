@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from fmnist.errors import PipelineError, report_errors
-from fmnist.lineage import committed_lock, lock_outputs, resolve_rev
+from fmnist.git import resolve_rev
+from fmnist.tools.lineage import committed_lock, lock_outputs
 
 # gcsfs >= 2025 asks a gRPC control API for the bucket's layout on first use; an endpoint
 # other than Google's (fake-gcs-server, a proxy) does not answer it and every lookup waits

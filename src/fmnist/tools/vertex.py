@@ -11,8 +11,8 @@ chief runs `dvc repro` of the `train` stage, pushes the model to the remote and 
 `dvc.lock`, `params.yaml` and `metrics/` to the job's output directory (`$AIP_MODEL_DIR`,
 paths kept); the other workers run the stage's
 own command from `dvc.yaml` in step with it (`TF_CONFIG`, set by Vertex AI, makes them one
-`MultiWorkerMirroredStrategy`; see `fmnist.distribute`). Data, model and lock all go through
-DVC, so the lineage of a cloud-trained model is the same as that of a local one.
+`MultiWorkerMirroredStrategy`; see `fmnist.training.distribute`). Data, model and lock all go
+through DVC, so the lineage of a cloud-trained model is the same as that of a local one.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def container_script(train_cmd: str, remote: str = "") -> str:
     return f"""\
 set -eu
 dvc pull{r} prepare
-if python3 -m fmnist.distribute; then
+if python3 -m fmnist.training.distribute; then
   dvc repro --force --single-item train
   dvc push{r} train
   python3 -c 'import sys, gcsfs; fs, out = gcsfs.GCSFileSystem(), sys.argv[1].rstrip("/"); \

@@ -17,7 +17,7 @@ by the same factor (the linear scaling rule, Goyal et al. 2017, "Accurate, Large
 SGD") when `train.scale_lr_with_replicas` is true. With one replica neither changes, so a
 single-device run is the same run it was before strategies existed.
 
-Every worker of a multi-worker job runs the same `python -m fmnist.train`; `TF_CONFIG` (set by
+Every worker of a multi-worker job runs the same `train` stage command; `TF_CONFIG` (set by
 Vertex AI, or by hand) tells each which one it is. Only the chief writes the stage's outputs.
 """
 

@@ -1,0 +1,1 @@
+"""The model: the architectures, test-time views, and the copy that ships."""

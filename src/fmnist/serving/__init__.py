@@ -1,0 +1,1 @@
+"""What ships: the package layout, the SavedModel's signature and the model card."""

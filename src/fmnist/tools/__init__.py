@@ -1,0 +1,1 @@
+"""The `fmnist` commands around the pipeline: predict, registry, lineage, remotes, reports."""

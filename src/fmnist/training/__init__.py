@@ -1,0 +1,1 @@
+"""The training runtime: input pipeline, device and precision, strategies, resuming, the log."""
