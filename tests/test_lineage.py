@@ -32,7 +32,7 @@ from fmnist.tools.remote import (
     referenced_objects,
     remote_errors,
 )
-from helpers import ROOT, git
+from helpers import ROOT, TRAINING_ENVIRONMENT, git
 
 SPEC = {
     "stages": {
@@ -156,19 +156,9 @@ LOCK_TEXT = "numpy==2.4.6 \\\n    --hash=sha256:00\n"
 LOCK_SHA256 = hashlib.sha256(LOCK_TEXT.encode()).hexdigest()
 # What `device.setup` records, the environment and the resolved `auto` settings among it.
 RECORD = {
-    "python": "3.11.7",
-    "tensorflow": "2.21.0",
-    "keras": "3.15.1",
-    "numpy": "2.4.6",
-    "dvc": "3.67.1",
+    **TRAINING_ENVIRONMENT,
     "lock_file": LOCK_FILE,
     "lock_sha256": LOCK_SHA256,
-    "lock_drift": [],
-    "device": "CPU (AMD EPYC, 2 cores)",
-    "precision": "mixed_bfloat16",
-    "distribute": "none",
-    "onednn": True,
-    "deterministic": True,
     "train_seconds": 465.1,
 }
 

@@ -42,22 +42,7 @@ def lock(model_md5: str) -> bytes:
     return yaml.safe_dump({"schema": "2.0", "stages": stages}).encode()
 
 
-# A training record's environment fields (what `device.setup` and `distribute.setup` write).
-ENVIRONMENT = {
-    "python": "3.11.7",
-    "tensorflow": "2.21.0",
-    "keras": "3.15.1",
-    "numpy": "2.4.6",
-    "dvc": "3.67.1",
-    "lock_file": "requirements/lock-py3.11.txt",
-    "lock_sha256": "8" * 64,
-    "lock_drift": [],
-    "device": "CPU (AMD EPYC, 2 cores)",
-    "precision": "mixed_bfloat16",
-    "distribute": "none",
-    "onednn": True,
-    "deterministic": True,
-}
+ENVIRONMENT = helpers.TRAINING_ENVIRONMENT
 
 
 def snap(

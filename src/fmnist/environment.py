@@ -135,13 +135,14 @@ def unpinned(requirements: list[str], lock_text: str) -> list[str]:
 def check_lock(root: Path, python: str, gpu: bool = False) -> Path:
     """The lock to install, once it is shown to exist and to pin everything pyproject.toml names."""
     lock = lock_path(root, python, gpu)
+    shown = f"{LOCK_DIR}/{lock.name}"
     if not lock.is_file():
-        raise EnvironmentSetupError(f"{lock} is missing: run `make lock` to generate it")
+        raise EnvironmentSetupError(f"{shown} is missing: run `make lock` to generate it")
     extras = (*EXTRAS, GPU_EXTRA) if gpu else EXTRAS
     missing = unpinned(declared(read_pyproject(root), extras), lock.read_text())
     if missing:
         raise EnvironmentSetupError(
-            f"{lock} does not match pyproject.toml: it pins no version of {', '.join(missing)}. "
+            f"{shown} does not match pyproject.toml: it pins no version of {', '.join(missing)}. "
             "Run `make lock` to regenerate it, and commit the lock with pyproject.toml"
         )
     return lock
@@ -172,7 +173,7 @@ def installed(site_packages: list[str] | None = None) -> dict[str, str]:
     from importlib import metadata
 
     dists = (
-        metadata.distributions(path=site_packages) if site_packages else (metadata.distributions())
+        metadata.distributions(path=site_packages) if site_packages else metadata.distributions()
     )
     return {canonical(d.metadata["Name"]): d.version for d in dists if d.metadata["Name"]}
 
@@ -228,7 +229,7 @@ def _run(step: str, command: list[str], fix: str) -> None:
     """Run one install step, its output shown as it comes; a failure ends the sync with `fix`."""
     print(f"environment: {step}", flush=True)
     if subprocess.run(command).returncode != 0:
-        raise EnvironmentSetupError(f"{step} failed (pip's error is above). {fix}")
+        raise EnvironmentSetupError(f"{step} failed (its error is above). {fix}")
 
 
 def sync(root: Path, venv: Path, gpu: bool | None = None, python: str = sys.executable) -> str:
@@ -240,7 +241,7 @@ def sync(root: Path, venv: Path, gpu: bool | None = None, python: str = sys.exec
     """
     root, venv = Path(root).resolve(), Path(venv).resolve()
     version = interpreter_version(Path(python)) or platform.python_version()
-    short = check_python(tuple(int(p) for p in version.split(".")[:3]), python)
+    short = check_python(tuple(int(p) for p in re.findall(r"\d+", version)[:3]), python)
     old = read_stamp(venv)
     if gpu is None:
         gpu = bool(old and old.get("lock_file", "").endswith("-gpu.txt"))
@@ -262,7 +263,7 @@ def sync(root: Path, venv: Path, gpu: bool | None = None, python: str = sys.exec
         )
     (venv / STAMP).unlink(missing_ok=True)  # a sync cut short is not up to date
     target = str(venv_python(venv))
-    regenerate = f"If the lock is at fault, regenerate it with `make lock` ({lock})"
+    regenerate = "If the lock is at fault, regenerate it with `make lock`"
     _run(
         f"installing {lock.relative_to(root)} (hash-checked)",
         [target, "-m", "pip", "install", "--require-hashes", "-r", str(lock)],
