@@ -1,4 +1,4 @@
-# The training image for Vertex AI custom training: this repository, its pinned environment,
+# The training image for Vertex AI custom training: this repository, its locked environment,
 # and nothing else. `fmnist vertex-job` renders the job that runs it (README: "Beyond one
 # machine"). Build it from the repository root after `dvc repro prepare && dvc push`, so that
 # the dvc.lock inside names the prepared data the job pulls from the DVC remote:
@@ -23,11 +23,17 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin fmnist \
 WORKDIR /home/fmnist/app
 
 # Dependencies before the pipeline files, so editing params.yaml does not reinstall TensorFlow.
+# The versions are the lock's, hash-checked (the base image's Python is the lock's, 3.11;
+# EXTRAS=gpu: the lock with the CUDA libraries); the stamp puts the lock's hash in every
+# training record made in the image (docs/environment.md).
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY src ./src
-# Versions: the ranges in pyproject.toml (hadolint's DL3013 asks for pins per package name).
-# hadolint ignore=DL3013
-RUN pip install ".${EXTRAS:+[$EXTRAS]}" && rm -rf build src/*.egg-info
+RUN lock="requirements/lock-py3.11${EXTRAS:+-$EXTRAS}.txt" \
+    && pip install --require-hashes -r "$lock" \
+    && pip install --no-deps --no-build-isolation . \
+    && PYTHONPATH=src python -m fmnist.environment stamp "$lock" \
+    && rm -rf build src/*.egg-info
 
 # The pipeline as committed: stages, params, the lock naming the data, the DVC remote.
 COPY --chown=fmnist:fmnist dvc.yaml dvc.lock params.yaml .dvcignore ./

@@ -74,6 +74,23 @@ def write_csv_dir(directory: Path, data: dict) -> Path:
     return directory
 
 
+# A training record's environment fields, as `device.setup` writes them (lineage, report tests).
+TRAINING_ENVIRONMENT = {
+    "python": "3.11.7",
+    "tensorflow": "2.21.0",
+    "keras": "3.15.1",
+    "numpy": "2.4.6",
+    "dvc": "3.67.1",
+    "lock_file": "requirements/lock-py3.11.txt",
+    "lock_sha256": "8" * 64,
+    "lock_drift": [],
+    "device": "CPU (AMD EPYC, 2 cores)",
+    "precision": "mixed_bfloat16",
+    "distribute": "none",
+    "onednn": True,
+    "deterministic": True,
+}
+
 TINY_PARAMS = {
     "train.epochs": 2,
     "train.batch_size": 16,

@@ -91,3 +91,21 @@ def test_recipes_benchmark_runs_each_recipe_from_the_same_params_and_never_clobb
     dvc("exp", "remove", "bench-notebook-seed5", cwd=tiny_repo)
     proc = run(cmd[:3] + cmd[4:], cwd=tiny_repo, env=ENV)
     assert "from the run cache" in table_row(proc.stdout)["train min"]
+
+
+@pytest.mark.slow
+def test_determinism_benchmark_trains_each_setting_twice_and_compares_the_bytes(
+    reproduced_repo,
+):
+    settings = ["float32, oneDNN on", "float32, oneDNN off"]
+    cmd = [sys.executable, str(BENCHMARKS / "determinism.py"), "--images", "64", "--epochs", "1"]
+    cmd += ["--data", str(reproduced_repo / "data" / "prepared"), "--settings", *settings]
+    cmd += ["-S", "train.batch_size=16"]
+    proc = run(cmd, cwd=ROOT, env=ENV)
+    rows = table_rows(proc.stdout)
+    assert [row["setting"] for row in rows] == [f"{i}. {s}" for i, s in enumerate(settings, 1)]
+    # The pipeline's promise: the same setting on the same machine trains the same bytes.
+    assert rows[0]["runs identical"] == "yes"
+    assert rows[0]["same weights as 'float32, oneDNN on'"] == "yes"
+    assert len(rows[0]["model.keras SHA-256"].split()) == 1
+    assert "versions:" in proc.stdout and '"tensorflow"' in proc.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -12,7 +13,14 @@ import yaml
 
 from fake_gcs import free_port
 from fmnist.errors import PipelineError
-from fmnist.tools.lineage import lineage_at, lock_outputs, lock_params
+from fmnist.tools.lineage import (
+    NOT_RECORDED,
+    TRAIN_RECORD,
+    format_lineage,
+    lineage_at,
+    lock_outputs,
+    lock_params,
+)
 from fmnist.tools.remote import (
     CacheObject,
     RemoteError,
@@ -24,7 +32,7 @@ from fmnist.tools.remote import (
     referenced_objects,
     remote_errors,
 )
-from helpers import ROOT, git
+from helpers import ROOT, TRAINING_ENVIRONMENT, git
 
 SPEC = {
     "stages": {
@@ -143,6 +151,18 @@ def test_storage_errors_become_one_sentence_naming_the_remote(error, expected):
         raise error
 
 
+LOCK_FILE = "requirements/lock-py3.11.txt"
+LOCK_TEXT = "numpy==2.4.6 \\\n    --hash=sha256:00\n"
+LOCK_SHA256 = hashlib.sha256(LOCK_TEXT.encode()).hexdigest()
+# What `device.setup` records, the environment and the resolved `auto` settings among it.
+RECORD = {
+    **TRAINING_ENVIRONMENT,
+    "lock_file": LOCK_FILE,
+    "lock_sha256": LOCK_SHA256,
+    "train_seconds": 465.1,
+}
+
+
 @pytest.fixture
 def lock_repo(tmp_path):
     """A git repo with a committed dvc.yaml, dvc.lock and one `.dvc` file (no DVC run)."""
@@ -159,6 +179,10 @@ def lock_repo(tmp_path):
     (repo / "extra/images.dvc").write_text(
         yaml.safe_dump({"outs": [{"path": "images", "md5": "ee55.dir", "hash": "md5"}]})
     )
+    (repo / "requirements").mkdir()
+    (repo / LOCK_FILE).write_text(LOCK_TEXT)
+    (repo / "metrics").mkdir()
+    (repo / TRAIN_RECORD).write_text(json.dumps(RECORD))
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "ran", cwd=repo)
     git("tag", "model@v1.0.0", cwd=repo)
@@ -176,6 +200,36 @@ def test_lineage_reads_what_is_committed_at_a_rev(lock_repo):
         lineage_at(lock_repo, "HEAD~1")
     with pytest.raises(PipelineError, match="'nope' is not a commit"):
         lineage_at(lock_repo, "nope")
+
+
+def test_lineage_holds_the_training_environment_and_the_committed_lock(lock_repo):
+    record = lineage_at(lock_repo, "model@v1.0.0")
+    assert record["environment"] == {k: v for k, v in RECORD.items() if k != "train_seconds"}
+    assert record["locks"] == {LOCK_FILE: LOCK_SHA256}
+    text = format_lineage(record)
+    assert f"env      lock_sha256 = {LOCK_SHA256}" in text.splitlines()
+    assert "env      precision = mixed_bfloat16" in text.splitlines()
+    assert "env      tensorflow = 2.21.0" in text.splitlines()
+    assert f"lock     {LOCK_SHA256}  {LOCK_FILE}" in text.splitlines()
+    assert "note" not in text
+
+
+def test_lineage_notes_a_lock_changed_after_training_and_a_record_without_environment(
+    lock_repo,
+):
+    (lock_repo / LOCK_FILE).write_text(LOCK_TEXT.replace("2.4.6", "2.4.7"))
+    git("commit", "-qm", "relock without retraining", LOCK_FILE, cwd=lock_repo)
+    text = format_lineage(lineage_at(lock_repo, "HEAD"))
+    assert f"note     the model was trained with another {LOCK_FILE}" in text
+    # A record from before the environment was recorded: every field says so.
+    (lock_repo / TRAIN_RECORD).write_text(json.dumps({"precision": "float32"}))
+    git("commit", "-qm", "an old record", TRAIN_RECORD, cwd=lock_repo)
+    env = lineage_at(lock_repo, "HEAD")["environment"]
+    assert env["precision"] == "float32" and env["lock_sha256"] == NOT_RECORDED
+    (lock_repo / TRAIN_RECORD).write_text("{oops")
+    git("commit", "-qm", "a broken record", TRAIN_RECORD, cwd=lock_repo)
+    with pytest.raises(PipelineError, match="metrics/train.json at HEAD is not JSON"):
+        lineage_at(lock_repo, "HEAD")
 
 
 def test_referenced_objects_cover_the_lock_and_dvc_files(lock_repo):

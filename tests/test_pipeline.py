@@ -6,11 +6,13 @@ import json
 import os
 import platform
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
 import helpers
-from fmnist import launch
+from fmnist import environment, launch
 from helpers import dvc, git
 
 pytestmark = pytest.mark.slow
@@ -55,6 +57,18 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced_repo):
     on_by_default = "1" if platform.machine() in ("x86_64", "AMD64") else "0"
     setting = os.environ.get(launch.ONEDNN_VARIABLE, on_by_default)
     assert record["onednn"] is (setting.lower() in ("1", "true"))
+    # The environment, and every `auto` setting as what it resolved to.
+    assert set(environment.ENVIRONMENT_FIELDS) <= set(record)
+    assert record["precision"] in ("float32", "mixed_bfloat16") and record["distribute"] == "none"
+    installed = environment.installed()
+    assert [record[name] for name in ("tensorflow", "keras", "numpy", "dvc")] == [
+        installed[name] for name in ("tensorflow", "keras", "numpy", "dvc")
+    ]
+    stamp = environment.read_stamp(Path(sys.prefix)) or {}  # None outside a locked environment
+    assert record["lock_sha256"] == stamp.get("lock_sha256")
+    lineage = json.loads((repo / "models/package/metadata/lineage.json").read_text())
+    assert lineage["training"]["precision"] == record["precision"]
+    assert lineage["packaging"]["lock_sha256"] == record["lock_sha256"]
     stats = json.loads((repo / "metrics/data.json").read_text())
     assert stats["train"]["examples"] + stats["val"]["examples"] == 300
 

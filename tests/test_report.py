@@ -17,6 +17,7 @@ import helpers
 from fmnist.dataset import CLASS_NAMES
 from fmnist.errors import PipelineError
 from fmnist.tools import report
+from fmnist.tools.lineage import TRAIN_RECORD
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +42,16 @@ def lock(model_md5: str) -> bytes:
     return yaml.safe_dump({"schema": "2.0", "stages": stages}).encode()
 
 
-def snap(title: str, model_md5: str, f1: list[float] | None, figures: bool = True):
+ENVIRONMENT = helpers.TRAINING_ENVIRONMENT
+
+
+def snap(
+    title: str,
+    model_md5: str,
+    f1: list[float] | None,
+    figures: bool = True,
+    environment: dict | None = None,
+):
     return report.Snapshot(
         title=title,
         versions=report.lock_versions(lock(model_md5)),
@@ -49,6 +59,9 @@ def snap(title: str, model_md5: str, f1: list[float] | None, figures: bool = Tru
         figures={
             path: PNG + title.encode() if figures else None for path in report.FIGURES.values()
         },
+        environment=report.training_environment(
+            ENVIRONMENT if environment is None else environment
+        ),
     )
 
 
@@ -95,7 +108,9 @@ def test_render_shows_diffs_per_class_images_and_versions():
     assert text.index("`test.accuracy` | 0.8 | 0.9 |") < text.index("`train_seconds`")
     assert "| `params.yaml` | `train.epochs` | 1 | 2 |" in text
     assert f"| {CLASS_NAMES[9]} | 0.500 | 0.900 | +0.400 |" in text
-    assert text.count("| same |") == 2 and f"`{M1}` | `{M2}` | **changed** |" in text
+    versions = text.split("## Data and model versions")[1].split("## Training environment")[0]
+    assert versions.count("| same |") == 2 and f"`{M1}` | `{M2}` | **changed** |" in versions
+    assert "- **environment changed**: none" in text
     assert set(assets) == {
         "base-confusion_matrix.png",
         "new-confusion_matrix.png",
@@ -104,6 +119,33 @@ def test_render_shows_diffs_per_class_images_and_versions():
     }
     assert "(r_assets/base-confusion_matrix.png)" in text
     assert assets["new-confusion_matrix.png"].endswith(b"workspace")
+
+
+def test_two_runs_that_differ_only_in_environment_are_told_apart():
+    other = {**ENVIRONMENT, "tensorflow": "2.22.0", "precision": "float32", "lock_sha256": "9" * 64}
+    base = snap("main", M1, [0.5] * 10)
+    new = snap("workspace", M2, [0.5] * 10, environment=other)
+    text, _ = report.render(base, new, {}, {}, 0.01, "a")
+    assert "- **params changed**: none" in text
+    assert (
+        "- **environment changed**: tensorflow 2.21.0 → 2.22.0; "
+        f"lock_sha256 {'8' * 64} → {'9' * 64}; precision mixed_bfloat16 → float32"
+    ) in text
+    table = text.split("## Training environment")[1]
+    assert "| `tensorflow` | 2.21.0 | 2.22.0 | **changed** |" in table
+    assert "| `keras` | 3.15.1 | 3.15.1 | same |" in table
+    assert "| `onednn` | True | True | same |" in table
+
+
+def test_a_record_from_before_the_environment_was_recorded_says_so():
+    old = {"precision": "mixed_bfloat16", "tensorflow": "2.21.0"}  # no lock, no numpy
+    assert report.read_record(b"{not json") is None
+    base = snap("main", M1, [0.5] * 10, environment=old)
+    new = snap("workspace", M1, [0.5] * 10)
+    text, _ = report.render(base, new, {}, {}, 0.01, "a")
+    table = text.split("## Training environment")[1]
+    assert "| `numpy` | (not recorded) | 2.4.6 | **changed** |" in table
+    assert "| `precision` | mixed_bfloat16 | mixed_bfloat16 | same |" in table
 
 
 def test_render_says_what_a_side_lacks_and_warns_of_a_stale_workspace():
@@ -122,10 +164,18 @@ def test_render_says_what_a_side_lacks_and_warns_of_a_stale_workspace():
 DVC_YAML = {"metrics": ["metrics/eval.json"], "params": ["params.yaml"]}
 
 
-def commit_side(repo: Path, accuracy: float, epochs: int, model_md5: str, f1: list[float]):
+def commit_side(
+    repo: Path,
+    accuracy: float,
+    epochs: int,
+    model_md5: str,
+    f1: list[float],
+    environment: dict = ENVIRONMENT,
+):
     (repo / "metrics" / "figures").mkdir(parents=True, exist_ok=True)
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"epochs": epochs}}))
     (repo / "metrics/eval.json").write_text(json.dumps({"test": {"accuracy": accuracy}}))
+    (repo / TRAIN_RECORD).write_text(json.dumps({**environment, "train_seconds": 9.5}))
     per_class(f1).to_csv(repo / report.PER_CLASS, index=False)
     (repo / "dvc.lock").write_bytes(lock(model_md5))
     for path in report.FIGURES.values():
@@ -168,6 +218,18 @@ def test_report_command_writes_markdown_and_images(two_commits):
     ).read_bytes() == PNG + M1.encode()  # via `git show`
     assert (assets / "new-confusion_matrix.png").read_bytes() == PNG + M2.encode()
     assert "(review_assets/base-confusion_matrix.png)" in text
+
+
+@pytest.mark.slow  # runs git and dvc
+def test_the_command_tells_apart_commits_that_differ_only_in_environment(two_commits):
+    repo = two_commits
+    on_intel = {**ENVIRONMENT, "device": "CPU (Intel Xeon, 2 cores)", "precision": "float32"}
+    commit_side(repo, 0.75, 3, M1, [0.9] + [0.5] * 9, environment=on_intel)
+    fmnist("report", "--base", "HEAD~1", "--rev", "HEAD", "-o", "r.md", cwd=repo)
+    text = (repo / "r.md").read_text()
+    assert "- **params changed**: none" in text
+    assert "- **environment changed**: device CPU (AMD EPYC, 2 cores) → CPU (Intel Xeon" in text
+    assert "precision mixed_bfloat16 → float32" in text
 
 
 @pytest.mark.slow  # runs git and dvc

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 import helpers
+from fmnist import environment
 from fmnist.errors import PipelineError
 from fmnist.tools import vertex
 from helpers import ROOT
@@ -238,3 +239,29 @@ def test_dockerfile_is_pinned_small_and_not_root():
     assert {"dvc.yaml", "dvc.lock", "params.yaml", "src", ".dvc/config"} <= copied
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignored[1] == "*" and "!data/" not in ignored  # data comes from the remote
+
+
+def test_dockerfile_installs_from_the_lock_for_its_python_and_stamps_it():
+    commands = dockerfile.parse_file(str(ROOT / "Dockerfile"))
+    (base,) = [c.value[0] for c in commands if c.cmd == "FROM"]
+    python = re.match(r"python:(\d+\.\d+)\.", base).group(1)
+    (extras,) = [c.value[0] for c in commands if c.cmd == "ARG" and c.value[0].startswith("EXTRAS")]
+    assert extras == "EXTRAS=gpu"  # the default image serves GPUs, from the GPU lock
+    runs = [c.value[0] for c in commands if c.cmd == "RUN"]
+    (install,) = [run for run in runs if "pip install" in run]
+    # The lock each EXTRAS value selects exists and is the lock of the image's Python.
+    (template,) = re.findall(r'lock="([^"]+)"', install)
+    for value, gpu in (("gpu", True), ("", False)):
+        path = re.sub(r"\$\{EXTRAS:\+-\$EXTRAS\}", f"-{value}" if value else "", template)
+        assert ROOT / path == environment.lock_path(ROOT, python, gpu)
+        assert (ROOT / path).is_file()
+    # Every pip install is the hash-checked lock, or the project itself without dependencies.
+    for step in re.findall(r"pip install ([^&]+)", install):
+        assert step.split() in (
+            ["--require-hashes", "-r", '"$lock"'],
+            ["--no-deps", "--no-build-isolation", "."],
+        ), step
+    assert 'python -m fmnist.environment stamp "$lock"' in install
+    copied = {v for c in commands if c.cmd == "COPY" for v in c.value[:-1]}
+    assert "requirements" in copied
+    assert "!requirements/" in (ROOT / ".dockerignore").read_text().splitlines()

@@ -70,7 +70,7 @@ def test_it_pulls_reproduces_reports_and_comments_in_that_order(steps):
     order = [
         next(i for i, c in enumerate(commands) if c.startswith(prefix))
         for prefix in (
-            "python -m pip install -e '.[dev]'",
+            "make venv",
             "dvc pull -r gcs --run-cache",
             "dvc repro",
             "fmnist report --base origin/main -o report.md",
@@ -79,6 +79,9 @@ def test_it_pulls_reproduces_reports_and_comments_in_that_order(steps):
     ]
     assert order == sorted(order)
     assert any(s.get("uses", "").startswith("iterative/setup-cml@") for s in steps)
+    # The steps after it run in the environment built from the lock.
+    assert '"$PWD/.venv/bin" >> "$GITHUB_PATH"' in commands[order[0]]
+    assert not any("pip install" in c for c in commands)
 
 
 def test_the_report_step_calls_a_real_command_with_valid_arguments(steps):

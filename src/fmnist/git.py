@@ -43,3 +43,14 @@ def resolve_rev(repo: str | Path, rev: str) -> str:
     if proc.returncode != 0:
         raise PipelineError(f"{rev!r} is not a commit, branch or tag of the git repo at {repo}")
     return proc.stdout.strip()
+
+
+def git_files(repo: str | Path, rev: str, directory: str) -> list[str]:
+    """The paths of the files committed under `directory` at `rev` (empty if there are none)."""
+    proc = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", rev, "--", directory],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    return proc.stdout.split() if proc.returncode == 0 else []

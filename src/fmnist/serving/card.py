@@ -24,6 +24,18 @@ def _tta_sentence(model: dict) -> str:
     return f" It averages its probabilities over {views} (test-time augmentation: {count} views)."
 
 
+def lock_text(training: dict) -> str:
+    """Which lock the training environment was installed from, as a phrase."""
+    if not training.get("lock_sha256"):
+        return "the environment was not installed from a lock"
+    drift = training.get("lock_drift") or []
+    changed = f", except {', '.join(drift)}" if drift else ""
+    return (
+        f"the environment installed from `{training['lock_file']}` "
+        f"(SHA-256 {training['lock_sha256'][:12]}…){changed}"
+    )
+
+
 def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
     """The model card (Markdown): intended use, data, architecture, metrics, limits, versions."""
     model, train = params["model"], params["train"]
@@ -129,7 +141,9 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "",
             f"- Code commit: {commit}",
             f"- Trained with TensorFlow {training.get('tensorflow', '?')}, Keras "
-            f"{training.get('keras', '?')}, Python {training.get('python', '?')}.",
+            f"{training.get('keras', '?')}, NumPy {training.get('numpy', '?')}, Python "
+            f"{training.get('python', '?')}, in {training.get('precision', '?')}; "
+            f"{lock_text(training)}.",
             f"- Packaged {lineage_record['packaged_at']} with TensorFlow "
             f"{packaging['tensorflow']}.",
             "",

@@ -24,12 +24,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from fmnist import atomic, git
+from fmnist import atomic, environment, git
 from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.errors import PipelineError, report_errors
 from fmnist.model import saving
@@ -73,14 +72,12 @@ class Sources:
 
 
 def packaging_machine() -> dict:
-    """The machine the speed was measured on (it differs from the training machine)."""
+    """The machine and environment the speed was measured on (they may differ from training's)."""
     gpus = tf.config.list_physical_devices("GPU")
     return {
         "device": f"GPU x{len(gpus)}" if gpus else f"CPU ({device.cpu_model()})",
         "onednn": device.onednn_enabled(),  # moves CPU speed both ways (README, "Inference")
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": sys.version.split()[0],
+        **environment.record(),
     }
 
 

@@ -1,13 +1,16 @@
-"""What made a model: the code commit, the data's content hashes, the params and the machine.
+"""What made a model: the code commit, the data's content hashes, the params, the environment.
 
 `fmnist lineage [REV]` answers that for any git rev (a commit, a branch, or a GTO model version
 tag such as `model@v1.0.0`) from what is committed there: `dvc.lock` holds the content hash of
-every output and the params each stage ran with, so nothing needs to be pulled to ask.
+every output and the params each stage ran with, the training record (kept in git) the versions
+of Python, TensorFlow, Keras, NumPy and DVC, the lock they were installed from and what each
+`auto` setting resolved to; so nothing needs to be pulled to ask.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -15,12 +18,16 @@ from pathlib import Path
 
 import yaml
 
+from fmnist import environment
 from fmnist.errors import PipelineError, report_errors
-from fmnist.git import git_show, resolve_rev
+from fmnist.git import git_files, git_show, resolve_rev
 
 # The stages whose outputs are the dataset version and the model version (named in dvc.yaml).
 DATA_STAGES = ("fetch", "prepare")
 MODEL_STAGES = ("train", "package")
+# The train stage's record of its run (dvc.yaml: `--record`), committed with dvc.lock.
+TRAIN_RECORD = "metrics/train.json"
+NOT_RECORDED = "(not recorded)"
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,39 @@ def committed_lock(repo: str | Path, rev: str) -> tuple[dict, dict]:
     return yaml.safe_load(lock_text) or {}, yaml.safe_load(spec_text) or {}
 
 
+def training_environment(record: dict | None) -> dict:
+    """The environment fields of a training record; NOT_RECORDED where it lacks one (a record
+    from before the field existed). A field that is None was recorded as unknown: `lock_sha256`
+    of an environment that was not installed from a lock."""
+    return {
+        field: (record or {}).get(field, NOT_RECORDED) for field in environment.ENVIRONMENT_FIELDS
+    }
+
+
+def committed_environment(repo: str | Path, rev: str) -> dict:
+    """The environment the model at `rev` was trained in, from its committed training record."""
+    text = git_show(repo, rev, TRAIN_RECORD)
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        raise PipelineError(
+            f"{TRAIN_RECORD} at {rev} is not JSON; was it edited by hand?"
+        ) from None
+    return training_environment(record)
+
+
+def committed_locks(repo: str | Path, rev: str) -> dict[str, str]:
+    """The SHA-256 of each lock file committed at `rev`."""
+    return {
+        path: hashlib.sha256((git_show(repo, rev, path) or "").encode()).hexdigest()
+        for path in git_files(repo, rev, environment.LOCK_DIR)
+        if path.endswith(".txt")
+    }
+
+
 def lineage_at(repo: str | Path, rev: str) -> dict:
-    """What made the model committed at `rev`: code commit, data and model hashes, params."""
+    """What made the model committed at `rev`: code commit, data and model hashes, params,
+    the training environment and the locks committed beside it."""
     commit = resolve_rev(repo, rev)
     lock, spec = committed_lock(repo, rev)
     outputs = lock_outputs(lock, spec)
@@ -111,6 +149,8 @@ def lineage_at(repo: str | Path, rev: str) -> dict:
         "data": hashes(DATA_STAGES),
         "model": hashes(MODEL_STAGES),
         "params": lock_params(lock),
+        "environment": committed_environment(repo, rev),
+        "locks": committed_locks(repo, rev),
     }
 
 
@@ -121,6 +161,18 @@ def format_lineage(record: dict) -> str:
         for path, md5 in record[section].items():
             lines.append(f"{section:<8} {md5}  {path}")
     lines += [f"param    {key} = {value}" for key, value in record["params"].items()]
+    env = record["environment"]
+    lines += [
+        f"env      {key} = {'none' if value is None else value}" for key, value in env.items()
+    ]
+    lines += [f"lock     {sha}  {path}" for path, sha in record["locks"].items()]
+    trained_with = env.get("lock_file")
+    if trained_with in record["locks"] and record["locks"][trained_with] != env["lock_sha256"]:
+        lines.append(
+            f"note     the model was trained with another {trained_with} than the one committed "
+            "here (the lock changed after training): `dvc repro -f train` in an environment "
+            "built from this lock retrains it"
+        )
     return "\n".join(lines)
 
 
@@ -129,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     """`fmnist lineage [REV] [--json]`."""
     parser = argparse.ArgumentParser(
         prog="fmnist lineage",
-        description="Print the code commit, data hashes, model hashes and params of a rev.",
+        description="Print the code commit, data and model hashes, params and training "
+        "environment of a rev.",
     )
     parser.add_argument("rev", nargs="?", default="HEAD", help="commit, branch or tag")
     parser.add_argument("--repo", default=".", help="the git repo (default: here)")

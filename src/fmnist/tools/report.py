@@ -2,8 +2,10 @@
 
 Compares a base rev (default `HEAD`) with another rev or the workspace (the default): metrics
 with deltas and params (from `dvc metrics diff` / `dvc params diff`), the per-class F1 changes
-above a threshold, the confusion matrices and training curves of both sides as images, and the
-versions of the data and the model on each side (their DVC hashes in `dvc.lock`). Everything is
+above a threshold, the confusion matrices and training curves of both sides as images, the
+versions of the data and the model on each side (their DVC hashes in `dvc.lock`), and the
+environment each side trained in (library versions, lock, resolved `auto` settings), so two runs
+that differ only in their machine or environment are told apart. Everything is
 read from git-tracked files (the metrics are `cache: false`), so it needs no `dvc pull`: CI posts
 it on the PR and a person previews it locally with `make report`.
 
@@ -25,6 +27,7 @@ import yaml
 
 from fmnist import atomic
 from fmnist.errors import PipelineError, report_errors
+from fmnist.tools.lineage import TRAIN_RECORD, training_environment
 
 WORKSPACE = "workspace"
 LOCK = "dvc.lock"
@@ -79,6 +82,7 @@ class Snapshot:
     versions: dict[str, str | None]  # path in dvc.lock -> its md5 (None: not in the lock)
     per_class: pd.DataFrame | None  # the per-class report, or None if the side has none
     figures: dict[str, bytes | None]  # path -> PNG bytes
+    environment: dict  # the training record's environment fields (lineage.training_environment)
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -127,7 +131,22 @@ def snapshot(side: Side) -> Snapshot:
         versions=lock_versions(side.read(LOCK)),
         per_class=read_per_class(side.read(PER_CLASS)),
         figures={path: side.read(path) for path in FIGURES.values()},
+        environment=training_environment(read_record(side.read(TRAIN_RECORD))),
     )
+
+
+def read_record(blob: bytes | None) -> dict | None:
+    """The training record, or None if the side has none or it is not a JSON object."""
+    try:
+        record = json.loads(blob) if blob else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def environment_changes(base: Snapshot, new: Snapshot) -> list[str]:
+    """The environment fields whose values differ between the sides."""
+    return [key for key in base.environment if base.environment[key] != new.environment[key]]
 
 
 def per_class_changes(
@@ -197,10 +216,15 @@ def summary(base: Snapshot, new: Snapshot, metrics_diff: dict, params_diff: dict
         score = "unchanged"
     params = sorted(key for changed in params_diff.values() for key in changed)
     moved = [what for what, path in VERSIONED.items() if base.versions[path] != new.versions[path]]
+    environment = [
+        f"{key} {fmt(base.environment[key])} → {fmt(new.environment[key])}"
+        for key in environment_changes(base, new)
+    ]
     return [
         f"- **{HEADLINE}**: {score}",
         "- **params changed**: " + (", ".join(f"`{p}`" for p in params) or "none"),
         "- **versions changed**: " + (", ".join(moved) or "none (same data and model)"),
+        "- **environment changed**: " + ("; ".join(environment) or "none"),
     ]
 
 
@@ -288,6 +312,25 @@ def render(
         )
     lines += _table(["", "path", base.title, new.title, ""], rows)
     lines += ["", f"The DVC hashes are those in each side's `{LOCK}`.", ""]
+
+    lines += ["## Training environment", ""]
+    changed = environment_changes(base, new)
+    rows = [
+        [
+            f"`{key}`",
+            fmt(base.environment[key]),
+            fmt(new.environment[key]),
+            "**changed**" if key in changed else "same",
+        ]
+        for key in base.environment
+    ]
+    lines += _table(["", base.title, new.title, ""], rows)
+    lines += [
+        "",
+        f"From each side's `{TRAIN_RECORD}`: library versions, the lock the environment was "
+        "installed from, and what each `auto` setting resolved to.",
+        "",
+    ]
     return "\n".join(lines), assets
 
 

@@ -1,16 +1,22 @@
-"""The machine a stage runs on: seeding, determinism, precision, and a record of it all."""
+"""The machine a stage runs on: seeding, determinism, precision, and a record of it all.
+
+The record holds what each `auto` setting resolved to (precision here, the strategy in
+`fmnist.training.distribute`, oneDNN from the process) and the environment: the versions of
+Python, TensorFlow, Keras, NumPy and DVC and the lock they were installed from
+(`fmnist.environment.record`).
+"""
 
 from __future__ import annotations
 
 import os
 import platform
-import sys
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own oneDNN check
 
+from fmnist import environment
 from fmnist.params import TrainParams
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -85,8 +91,6 @@ def setup(p: TrainParams) -> dict:
         "precision": precision,
         "deterministic": p.deterministic,
         "onednn": onednn_enabled(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": sys.version.split()[0],
+        **environment.record(),
         "platform": platform.platform(),
     }
