@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from fmnist.cli import COMMANDS, entry_point
+from fmnist.params import flatten
 from helpers import ROOT
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -76,14 +77,6 @@ def expected_code_deps(stage: dict) -> set[str]:
     return {"src/" + m.replace(".", "/") + ".py" for m in modules}
 
 
-def leaves(tree: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        out += leaves(value, f"{dotted}.") if isinstance(value, dict) else [dotted]
-    return out
-
-
 def tracked_keys(stage: dict) -> list[str]:
     return [p for p in stage.get("params", []) if isinstance(p, str)]
 
@@ -110,7 +103,7 @@ def test_stage_params_exist(name):
 
 def test_every_param_moves_some_stage():
     keyed = [k for stage in STAGES.values() for k in tracked_keys(stage)]
-    for leaf in leaves(PARAMS):
+    for leaf in flatten(PARAMS):
         assert any(leaf == k or leaf.startswith(f"{k}.") for k in keyed), f"{leaf} moves no stage"
 
 
