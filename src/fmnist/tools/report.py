@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from fmnist import atomic
+from fmnist import atomic, dvcfiles
 from fmnist.errors import PipelineError, report_errors
+from fmnist.git import commit_of, git, git_show, is_repo
 
 WORKSPACE = "workspace"
-LOCK = "dvc.lock"
+LOCK = dvcfiles.LOCK
 PER_CLASS = "metrics/per_class.csv"
 # Shown side by side, base then new: title -> path.
 FIGURES = {
@@ -60,10 +60,7 @@ class Side:
         if self.commit is None:
             file = self.root / path
             return file.read_bytes() if file.is_file() else None
-        proc = subprocess.run(
-            ["git", "show", f"{self.commit}:./{path}"], cwd=self.root, capture_output=True
-        )
-        return proc.stdout if proc.returncode == 0 else None
+        return git_show(self.root, self.commit, f"./{path}", binary=True)
 
     @property
     def title(self) -> str:
@@ -81,19 +78,15 @@ class Snapshot:
     figures: dict[str, bytes | None]  # path -> PNG bytes
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-
-
 def resolve(rev: str, root: Path) -> Side:
     """The side a rev names: the workspace, a git rev, or a DVC experiment's name."""
     if rev == WORKSPACE:
         return Side(WORKSPACE, None, root)
-    proc = _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    if proc.returncode == 0:
-        return Side(rev, proc.stdout.strip(), root)
+    commit = commit_of(root, rev)
+    if commit is not None:
+        return Side(rev, commit, root)
     # An experiment lives at refs/exps/<base commit>/<name>; git alone does not know the name.
-    refs = _git(root, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout
+    refs = git(root, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps")
     found = {
         sha for sha, ref in (line.split() for line in refs.splitlines()) if ref.endswith(f"/{rev}")
     }
@@ -108,10 +101,7 @@ def resolve(rev: str, root: Path) -> Side:
 
 def lock_versions(lock: bytes | None) -> dict[str, str | None]:
     """The md5 of each VERSIONED output in a `dvc.lock` (None where the lock lacks it)."""
-    stages = (yaml.safe_load(lock) or {}).get("stages", {}) if lock else {}
-    found = {
-        out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs", [])
-    }
+    found = {out.path: out.md5 for out in dvcfiles.lock_outputs(dvcfiles.parse(lock))}
     return {path: found.get(path) for path in VERSIONED.values()}
 
 
@@ -342,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     root = Path.cwd()
-    if _git(root, "rev-parse", "--git-dir").returncode != 0:
+    if not is_repo(root):
         raise PipelineError(
             f"{root} is not in a git repository: run `fmnist report` in the project"
         )

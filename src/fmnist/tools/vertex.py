@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from fmnist import atomic
+from fmnist import atomic, dvcfiles
 from fmnist.errors import PipelineError, report_errors
 
 # GPUs Vertex AI custom training offers (AcceleratorType in the Vertex AI REST reference).
@@ -187,10 +187,10 @@ def load_profile(path: Path, name: str) -> dict[str, Any]:
 
 def stage_command(dvc_yaml: Path, stage: str = "train") -> str:
     """The command of `stage` in `dvc.yaml`: what the non-chief workers run."""
-    try:
-        return " ".join(yaml.safe_load(dvc_yaml.read_text())["stages"][stage]["cmd"].split())
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise PipelineError(f"{dvc_yaml}: no `{stage}` stage command ({exc})") from None
+    commands = dvcfiles.stage_commands(dvcfiles.read_spec(dvc_yaml))
+    if stage not in commands:
+        raise PipelineError(f"{dvc_yaml}: no `{stage}` stage command")
+    return commands[stage]
 
 
 @report_errors
