@@ -25,6 +25,7 @@ import pandas as pd
 from fmnist import atomic, dvcfiles
 from fmnist.errors import PipelineError, report_errors
 from fmnist.git import commit_of, git, git_show, is_repo
+from fmnist.tables import markdown_table
 
 WORKSPACE = "workspace"
 LOCK = dvcfiles.LOCK
@@ -153,13 +154,6 @@ def fmt_change(old, new) -> str:
     return f"{change:+.4g}{relative}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + [
-        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
-    ]
-
-
 def diff_rows(diff: dict) -> list[list[str]]:
     """Rows (file, key, base, new, change) of `dvc metrics|params diff --json`, eval.json first."""
     files = sorted(diff, key=lambda f: (f != MAIN_METRICS, f))
@@ -227,12 +221,12 @@ def render(
     metric_rows = diff_rows(metrics_diff)
     lines += ["## Metrics", ""]
     header = ["file", "metric", base.title, new.title, "change"]
-    lines += _table(header, metric_rows) if metric_rows else ["No metric changed."]
+    lines.append(markdown_table(header, metric_rows) if metric_rows else "No metric changed.")
 
     param_rows = [row[:4] for row in diff_rows(params_diff)]
     lines += ["", "## Params", ""]
     header = ["file", "param", base.title, new.title]
-    lines += _table(header, param_rows) if param_rows else ["No param changed."]
+    lines.append(markdown_table(header, param_rows) if param_rows else "No param changed.")
 
     lines += ["", f"## Per-class F1 changes of at least {threshold:g}", ""]
     changes = per_class_changes(base.per_class, new.per_class, threshold)
@@ -246,11 +240,11 @@ def render(
             [r["class"], f"{r['f1_base']:.3f}", f"{r['f1_new']:.3f}", f"{r['change']:+.3f}"]
             for _, r in changes.iterrows()
         ]
-        lines += _table(["class", base.title, new.title, "change"], rows)
+        lines.append(markdown_table(["class", base.title, new.title, "change"], rows))
 
     assets: dict[str, bytes] = {}
     for title, path in FIGURES.items():
-        lines += ["", f"## {title}", "", f"| {base.title} | {new.title} |", "|---|---|"]
+        lines += ["", f"## {title}", ""]
         cells = []
         for side, snap in (("base", base), ("new", new)):
             png = snap.figures.get(path)
@@ -260,7 +254,7 @@ def render(
             name = asset_name(side, path)
             assets[name] = png
             cells.append(f"![{title}: {snap.title}]({assets_dir}/{name})")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_table([base.title, new.title], [cells]))
 
     lines += ["", "## Data and model versions", ""]
     rows = []
@@ -276,7 +270,7 @@ def render(
                 same,
             ]
         )
-    lines += _table(["", "path", base.title, new.title, ""], rows)
+    lines.append(markdown_table(["", "path", base.title, new.title, ""], rows))
     lines += ["", f"The DVC hashes are those in each side's `{LOCK}`.", ""]
     return "\n".join(lines), assets
 
