@@ -24,10 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from fmnist import atomic, git
 from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
@@ -72,18 +70,6 @@ class Sources:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def packaging_machine() -> dict:
-    """The machine the speed was measured on (it differs from the training machine)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    return {
-        "device": f"GPU x{len(gpus)}" if gpus else f"CPU ({device.cpu_model()})",
-        "onednn": device.onednn_enabled(),  # moves CPU speed both ways (README, "Inference")
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": sys.version.split()[0],
-    }
-
-
 def package_metrics(metrics: dict, per_class: pd.DataFrame) -> dict:
     """The evaluate stage's metrics with the per-class report added under `per_class`."""
     return {**metrics, "per_class": per_class.to_dict(orient="records")}
@@ -117,7 +103,8 @@ def build_package(out: Path, src: Sources, params: Params) -> dict:
             # The MD5 of each input file, as DVC records them in dvc.lock for this stage.
             "inputs": {str(path): atomic.file_md5(path) for path in src.files().values()},
             "training": atomic.read_json(src.train_record, "train"),
-            "packaging": packaging_machine(),
+            # The machine the speed was measured on (it may differ from the training machine).
+            "packaging": device.machine(),
             "inference": measure_speed(serve, params.package),
             "input": input_contract(),
             "packaged_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
