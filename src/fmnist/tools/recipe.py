@@ -62,10 +62,16 @@ def set_arguments(overrides: dict) -> list[str]:
 
 @report_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fmnist recipe", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="recipe to print (omit to list them)")
-    parser.add_argument("--recipes", default="recipes.yaml")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument(
+        "--recipes", default="recipes.yaml", help="the recipes file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--params",
+        default="params.yaml",
+        help="the params the recipe is checked on top of (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     recipes = load_recipes(args.recipes)
     if args.name is None:
