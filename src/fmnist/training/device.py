@@ -52,9 +52,8 @@ def resolve_precision(requested: str, has_gpu: bool, flags: set[str]) -> str:
     """The Keras dtype policy for `train.precision`; `auto` picks by measurement per device.
 
     float16 mixed precision is the fast path on GPUs. On CPUs bfloat16 pays off where the CPU
-    computes it: AMX, or AVX-512 BF16 (on a 2-core Zen 4, 1.46x float32's training throughput
-    for the notebook's model; the README has the figures). Elsewhere it is emulated and slower
-    than float32.
+    computes it: AMX, or AVX-512 BF16. Elsewhere it is emulated and slower than float32
+    (docs/measurements.md has the figures).
     """
     if requested != "auto":
         return requested
