@@ -165,40 +165,15 @@ def evaluate(
 
 @report_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fmnist.stages evaluate", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--params", default="params.yaml", help="the params file")
-    parser.add_argument(
-        "--data", type=Path, default=Path("data/prepared"), help="the prepared splits (.npz)"
-    )
-    parser.add_argument(
-        "--model", type=Path, default=Path("models/model.keras"), help="the trained model"
-    )
-    parser.add_argument(
-        "--live-dir",
-        type=Path,
-        default=Path("metrics/train"),
-        help="the training run's DVCLive directory, for the training curves",
-    )
-    parser.add_argument(
-        "--metrics", type=Path, default=Path("metrics/eval.json"), help="metrics out (JSON)"
-    )
-    parser.add_argument(
-        "--per-class",
-        type=Path,
-        default=Path("metrics/per_class.csv"),
-        help="per-class report out (CSV)",
-    )
-    parser.add_argument(
-        "--predictions",
-        type=Path,
-        default=Path("metrics/predictions.csv"),
-        help="true and predicted class of each test image out (CSV)",
-    )
-    parser.add_argument(
-        "--figures", type=Path, default=Path("metrics/figures"), help="directory of the PNGs"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
+    parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
+    parser.add_argument("--per-class", type=Path, default=Path("metrics/per_class.csv"))
+    parser.add_argument("--predictions", type=Path, default=Path("metrics/predictions.csv"))
+    parser.add_argument("--figures", type=Path, default=Path("metrics/figures"))
     args = parser.parse_args(argv)
     p = load_params(args.params).evaluate
     model = saving.load_model(args.model)

@@ -1,18 +1,8 @@
 """Stage `package`: the trained model as a serving-ready, self-describing directory.
 
-`models/package/` is laid out the way the seed write-up's registry stores a version, and is a
-TensorFlow SavedModel directory that TensorFlow Serving and Vertex AI's prebuilt TensorFlow
-containers load as it is:
-
-    saved_model.pb, variables/, assets/, fingerprint.pb   the SavedModel (`serving_default`)
-    model.keras                                           the native Keras model
-    metadata/model_card.md                                what it is for, how good, limits
-    metadata/metrics.json                                 test metrics, overall and per class
-    metadata/params.json                                  every param it was made with
-    metadata/confusion_matrix.png                         from the `evaluate` stage
-    metadata/class_names.json                             class id -> name
-    metadata/lineage.json                                 data hashes, code, inputs, machines,
-                                                          inference latency and throughput
+`models/package/` is laid out the way the seed write-up's registry stores a version (the files
+are listed in `fmnist.serving.layout`), and is a TensorFlow SavedModel directory that
+TensorFlow Serving and Vertex AI's prebuilt TensorFlow containers load as it is.
 """
 
 from __future__ import annotations
