@@ -6,6 +6,8 @@ import json
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fmnist.errors import ParamsError
 from fmnist.params import (
@@ -241,3 +243,22 @@ def test_schema_command_prints_the_schema(capsys):
 
     assert main(["--schema"]) == 0
     assert json.loads(capsys.readouterr().out) == json_schema()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    where=st.sampled_from([(), ("train",), ("train", "augment"), ("model",)]),
+    key=st.one_of(st.text(max_size=6), st.integers(-3, 3), st.booleans(), st.none()),
+    value=st.one_of(st.none(), st.integers(), st.text(max_size=4), st.lists(st.integers())),
+)
+def test_any_key_anywhere_is_a_params_error_or_valid(where, key, value):
+    """Keys YAML can spell (numbers, booleans, null, any text): never a traceback."""
+    data = defaults()
+    node = data
+    for part in where:
+        node = node[part]
+    node[key] = value
+    try:
+        params_from_dict(data)
+    except ParamsError as exc:
+        assert "key" in str(exc) or "expected" in str(exc) or "range" in str(exc), str(exc)

@@ -437,6 +437,7 @@ def with_overrides(base: Mapping, overrides: Mapping[str, Any]) -> dict:
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 _MAPPING_ERRORS = {"dataclass_type", "dataclass_exact_type", "dict_type"}
+_UNKNOWN_KEY_ERRORS = {"unexpected_keyword_argument", "invalid_key"}
 
 
 def _join(problems: list[str]) -> str:
@@ -481,23 +482,29 @@ def _problems(cls: type, exc: pydantic.ValidationError) -> list[Problem]:
     ]
 
 
-def _problem(cls: type, error: Any) -> str:
-    """One pydantic error in the project's words, naming the key in dotted form."""
-    loc, kind, value = error["loc"], error["type"], error["input"]
+def _dotted(loc: tuple) -> str:
+    """('model', 'filters', 1) -> 'model.filters[1]'."""
     key = ""
     for part in loc:
         key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _problem(cls: type, error: Any) -> str:
+    """One pydantic error in the project's words, naming the key in dotted form."""
+    loc, kind, value = error["loc"], error["type"], error["input"]
+    if kind in _UNKNOWN_KEY_ERRORS:  # the last part of `loc` is the key itself
+        parent = _dotted(loc[:-1])
+        valid = list(_fields(_annotation(cls, loc[:-1]) if loc[:-1] else cls))
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f" (did you mean '{parent + '.' if parent else ''}{close[0]}'?)" if close else ""
+        key = f"{parent}.{loc[-1]}" if parent else str(loc[-1])
+        where = parent or "the top level"
+        return f"unknown key '{key}'{hint}; valid keys in {where}: {', '.join(valid)}"
+    key = _dotted(loc)
     if kind == "params_rule":
         rule = error["msg"]
         return rule if not loc or _is_section(_annotation(cls, loc)) else f"{key}: {rule}"
-    if kind == "unexpected_keyword_argument":
-        section = _annotation(cls, loc[:-1]) if loc[:-1] else cls
-        parent = key.rpartition(".")[0]
-        valid = list(_fields(section))
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        hint = f" (did you mean '{parent + '.' if parent else ''}{close[0]}'?)" if close else ""
-        where = parent or "the top level"
-        return f"unknown key '{key}'{hint}; valid keys in {where}: {', '.join(valid)}"
     if kind in _MAPPING_ERRORS:
         return f"{key or 'the top level'}: expected a mapping of keys, got {_describe(value)}"
     annotation = _annotation(cls, loc)
@@ -510,7 +517,9 @@ def _problem(cls: type, error: Any) -> str:
         return f"'{key}': {number!r} is out of range; it must be {_bounds(info)}"
     if get_origin(annotation) is tuple:
         return f"'{key}': expected a list, got {_describe(value)}"
-    return f"'{key}': expected {_TYPE_NAMES[annotation]}, got {_describe(value)}"
+    if annotation in _TYPE_NAMES:
+        return f"'{key}': expected {_TYPE_NAMES[annotation]}, got {_describe(value)}"
+    return f"'{key}': {error['msg']}"  # a check the messages above do not word
 
 
 def _field_info(cls: type, loc: tuple) -> pydantic.fields.FieldInfo:
