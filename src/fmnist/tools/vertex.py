@@ -130,11 +130,11 @@ def _invalid(exc: pydantic.ValidationError, origins: dict[str, str]) -> str:
         where = origins.get(field, _flag(field))
         if error["type"] == "job_rule":
             problems.append(error["msg"])
-        elif error["type"] == "extra_forbidden":
+        elif error["type"] in ("extra_forbidden", "invalid_key"):
             valid = ", ".join(JobConfig.model_fields)
             problems.append(f"{where}: unknown key {field!r}; valid keys: {valid}")
         else:
-            expected = _TYPE_ERRORS.get(error["type"]) or _EXPECTED[field]
+            expected = _TYPE_ERRORS.get(error["type"]) or _EXPECTED.get(field, error["msg"])
             problems.append(f"{where} {error['input']!r}: {expected}")
     return "the job is not valid:\n" + "\n".join(f"  - {p}" for p in problems)
 
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = load_profile(args.profiles, args.profile) if args.profile else {}
-    origins = {key: f"{args.profiles}: profile {args.profile!r}, {key}" for key in settings}
+    origins = {str(key): f"{args.profiles}: profile {args.profile!r}, {key}" for key in settings}
     flags = {name: getattr(args, name) for name in JobConfig.model_fields}
     for key, value in flags.items():
         if value is not None:
