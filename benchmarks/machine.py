@@ -70,9 +70,9 @@ def gemm_gflops(precision: str = "float32", size: int = 2048, repeats: int = 10)
     or "bfloat16") through TensorFlow's kernels (oneDNN's GEMM where they are on).
 
     A measured ceiling beside the nominal peak: `peak_gflops` takes the clock Linux reports,
-    which a CPU that boosts runs above (on this project's Zen 4 the pipeline trained in float32
-    at more than 100% of that peak). A convolution network's training reaches less than a large
-    GEMM: its matrices are small and its other ops are memory-bound.
+    which a CPU that boosts runs above, so a run can exceed the nominal peak. A convolution
+    network's training reaches less than a large GEMM: its matrices are small and its other ops
+    are memory-bound.
     """
     dtype = tf.as_dtype(precision)
     a = tf.cast(tf.random.stateless_normal([size, size], seed=[0, 0]), dtype)
@@ -89,9 +89,9 @@ def gemm_gflops(precision: str = "float32", size: int = 2048, repeats: int = 10)
 def speed_probe() -> float:
     """Seconds for a fixed single-threaded loop (best of 3): how fast the CPU is right now.
 
-    On a shared virtual machine the host can slow the guest down for minutes at a time (seen
-    on the reference machine: 0.93 s idle and at full speed, 1.8 s while throttled). Compare
-    only figures measured with similar probes.
+    On a shared virtual machine the host can slow the guest down for minutes at a time, and the
+    probe then reads up to twice its idle value (docs/measurements.md). Compare only figures
+    measured with similar probes.
     """
     best = float("inf")
     for _ in range(3):

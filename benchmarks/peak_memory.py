@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from fmnist import dvcfiles
 
 # Runs one command and reports the peak RSS of its largest process (Linux: ru_maxrss in KiB).
 _PARENT = """
@@ -30,12 +30,6 @@ code = subprocess.run(sys.argv[1], shell=True).returncode
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"code": code, "peak_kib": peak, "seconds": time.perf_counter() - start}))
 """
-
-
-def stage_commands(dvc_yaml: Path) -> dict[str, str]:
-    """Each stage's command, in the order `dvc.yaml` lists them."""
-    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
-    return {name: " ".join(stage["cmd"].split()) for name, stage in stages.items()}
 
 
 def measure(command: str, cwd: Path) -> dict:
@@ -54,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stages", nargs="*", help="stages to measure (default: all)")
     parser.add_argument("--repo", type=Path, default=Path("."), help="repository root")
     args = parser.parse_args(argv)
-    commands = stage_commands(args.repo / "dvc.yaml")
+    commands = dvcfiles.stage_commands(dvcfiles.read_spec(args.repo / "dvc.yaml"))
     unknown = set(args.stages) - set(commands)
     if unknown:
         parser.error(

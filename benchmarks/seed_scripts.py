@@ -1,8 +1,8 @@
 """The seeds' recipes as plain Keras scripts: the reference that this project's recipes answer to.
 
-Issue 6 measured its reference figures by running the seeds' recipes "as plain Keras scripts on
-the real data", and did not keep the scripts. This is such a script, written down so that the
-reference can be measured again, on any machine, side by side with the pipeline: the recipe's
+The reference figures of the seeds' recipes are those of plain Keras scripts on the real data.
+This is such a script, kept so that the reference can be measured again, on any machine, side
+by side with the pipeline: the recipe's
 model in Keras' own layers (no fused BatchNorm), float32, the notebook's float64 arrays of
 pixel / 255, `model.fit` with Keras' batching and one step per call, Adam, sparse categorical
 cross-entropy, the recipe's EarlyStopping and ReduceLROnPlateau, and, where the recipe augments,

@@ -61,9 +61,10 @@ from fmnist.params import (
     load_params,
     params_from_dict,
     params_to_dict,
+    with_overrides,
 )
 from fmnist.stages import train
-from fmnist.tools.recipe import add_set_option, apply, load_recipes, recipe_params
+from fmnist.tools.recipe import add_set_option, load_recipes, recipe_params
 from fmnist.training import device, inputs
 
 PLAIN = "plain fit (NumPy)"
@@ -188,7 +189,7 @@ def recipe(args: argparse.Namespace) -> Params:
     params = recipe_params(args.recipe, load_recipes(), base)
     pairs = (item.partition("=") for item in args.set)
     sets = {key: yaml.safe_load(value) for key, _, value in pairs}
-    params = params_from_dict(apply(params_to_dict(params), sets))
+    params = params_from_dict(with_overrides(params_to_dict(params), sets))
     return dataclasses.replace(params, train=dataclasses.replace(params.train, precision="float32"))
 
 

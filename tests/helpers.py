@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from fmnist.dataset import CSV_FILES, IDX_FILES, IMAGE_SIZE, NUM_CLASSES, encode_csv, encode_idx
-from fmnist.params import Params
+from fmnist.params import Params, with_overrides
 from fmnist.tools import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def recipe_params(name: str) -> Params:
 
 def set_params(params_file: Path, overrides: dict) -> None:
     """Set existing dotted keys in a params file (like `dvc exp run -S`)."""
-    data = recipe.apply(yaml.safe_load(params_file.read_text()), overrides)
+    data = with_overrides(yaml.safe_load(params_file.read_text()), overrides)
     params_file.write_text(yaml.safe_dump(data, sort_keys=False))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import functools
 import re
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from fmnist.cli import COMMANDS, entry_point
+from fmnist.params import flatten
 from helpers import ROOT
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -67,21 +69,27 @@ def stage_module(stage: dict) -> str:
     return f"{match[1]}.{match[2]}" if match[1] else match[3]
 
 
+def data_files(module: str) -> set[str]:
+    """The package's non-Python files (templates) that `module` reads: those beside it whose
+    name its source mentions."""
+    path = SRC.parent / (module.replace(".", "/") + ".py")
+    text = path.read_text()
+    return {
+        str(f.relative_to(ROOT))
+        for f in path.parent.iterdir()
+        if f.is_file() and f.suffix not in (".py", ".pyc") and f.name in text
+    }
+
+
 def expected_code_deps(stage: dict) -> set[str]:
-    """The source files a stage's result depends on: its module and what that imports, and
-    the entry point where it runs TensorFlow (the entry point sets TensorFlow's options)."""
+    """The source files a stage's result depends on: its module and what that imports, the
+    templates they read, and the entry point where it runs TensorFlow (the entry point sets
+    TensorFlow's options)."""
     modules = fmnist_imports(stage_module(stage))
     if runs_tensorflow(modules):
         modules |= fmnist_imports(ENTRY)
-    return {"src/" + m.replace(".", "/") + ".py" for m in modules}
-
-
-def leaves(tree: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        out += leaves(value, f"{dotted}.") if isinstance(value, dict) else [dotted]
-    return out
+    files = {"src/" + m.replace(".", "/") + ".py" for m in modules}
+    return files.union(*(data_files(m) for m in modules))
 
 
 def tracked_keys(stage: dict) -> list[str]:
@@ -110,7 +118,7 @@ def test_stage_params_exist(name):
 
 def test_every_param_moves_some_stage():
     keyed = [k for stage in STAGES.values() for k in tracked_keys(stage)]
-    for leaf in leaves(PARAMS):
+    for leaf in flatten(PARAMS):
         assert any(leaf == k or leaf.startswith(f"{k}.") for k in keyed), f"{leaf} moves no stage"
 
 
@@ -122,6 +130,22 @@ def test_outputs_of_one_stage_are_not_written_by_another():
                 path = entry if isinstance(entry, str) else next(iter(entry))
                 assert path not in owners, f"{path} is written by {owners[path]} and {name}"
                 owners[path] = name
+
+
+def test_every_data_file_of_the_package_is_installed_with_it():
+    """A non-editable install carries only the package data pyproject.toml names."""
+    import tomllib  # the standard library's from Python 3.11, which CI and the image use
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["fmnist"]
+    data = [
+        f.relative_to(SRC).as_posix()
+        for f in SRC.rglob("*")
+        if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts
+    ]
+    assert data, "the model card template is package data"
+    for name in data:
+        assert any(fnmatch.fnmatch(name, p) for p in patterns), f"{name} is not package data"
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

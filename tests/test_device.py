@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fmnist import launch
+from fmnist import environment, launch
 from fmnist.training import device
 from helpers import ROOT
 
@@ -78,3 +78,14 @@ def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(has_gpu, flag
 def test_an_explicit_precision_is_kept_on_any_device():
     assert device.resolve_precision("float32", True, {"amx_bf16"}) == "float32"
     assert device.resolve_precision("mixed_bfloat16", False, set()) == "mixed_bfloat16"
+
+
+def test_training_and_packaging_record_the_machine_the_same_way():
+    from fmnist.params import TrainParams
+
+    record = device.machine()
+    assert set(record) == {"device", "onednn", "platform", *environment.record()}
+    assert record["device"].startswith(("CPU (", "GPU x"))
+    trained = device.setup(TrainParams(precision="float32", deterministic=False))
+    assert trained | record == trained  # the training record is the machine record and more
+    assert trained["precision"] == "float32" and trained["deterministic"] is False

@@ -8,6 +8,7 @@ import pytest
 
 from fmnist import figures
 from fmnist.dataset import NUM_CLASSES
+from fmnist.errors import ParamsError
 from fmnist.stages import evaluate
 
 
@@ -88,3 +89,32 @@ def test_the_training_sample_is_fixed_distinct_and_in_order():
     assert not np.array_equal(firsts, np.arange(20))  # random, not the first 20
     for whole in (0, 50, 80):
         assert evaluate.sample((images, labels), whole)[0] is images
+
+
+def test_the_worker_scores_every_split_and_draws_every_figure(tiny_data):
+    """`evaluate.evaluate` takes arrays and params and returns values: no file is touched."""
+    from fmnist.model import architectures
+    from fmnist.params import EvaluateParams, ModelParams
+
+    model = architectures.build(ModelParams(filters=(4, 6, 8), tta_flip=False, tta_shift=0))
+    splits = {"train": tiny_data["train"], "val": tiny_data["train"], "test": tiny_data["test"]}
+    log = pd.DataFrame(
+        {"step": [0], "train/loss": [2.3], "val/loss": [2.3], "train/accuracy": [0.1]}
+        | {"val/accuracy": [0.1]}
+    )
+    p = EvaluateParams(batch_size=64, misclassified=4, train_sample=50)
+    result = evaluate.evaluate(model, splits, log, p)
+    n_test = len(tiny_data["test"][1])
+    assert result.scores["train"]["examples"] == 50
+    assert result.scores["test"]["examples"] == n_test and "f1_macro" in result.scores["test"]
+    assert len(result.per_class) == NUM_CLASSES and len(result.predictions) == n_test
+    assert set(result.figures) == {
+        "confusion_matrix.png",
+        "training_curves.png",
+        "misclassified.png",
+        "filters.png",
+        "feature_maps.png",
+    }
+    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in result.figures.values())
+    with pytest.raises(ParamsError, match="evaluate.feature_map_image 999 is past"):
+        evaluate.evaluate(model, splits, log, EvaluateParams(feature_map_image=999))

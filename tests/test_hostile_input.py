@@ -29,7 +29,7 @@ from fmnist import atomic, dataset
 from fmnist.dataset import CSV_COLUMNS, NUM_CLASSES, PIXELS
 from fmnist.errors import DataError, ParamsError, PipelineError
 from fmnist.model import architectures, saving
-from fmnist.params import ModelParams, Params, params_from_dict, params_to_dict
+from fmnist.params import ModelParams, Params, flatten, params_from_dict, params_to_dict
 from fmnist.training import resume
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -248,15 +248,7 @@ def test_any_bytes_load_as_a_split_or_raise_data_error(tmp_path_factory, data):
 DEFAULTS = params_to_dict(Params())
 
 
-def leaf_paths(tree: dict, prefix: tuple = ()) -> list[tuple]:
-    out = []
-    for key, value in tree.items():
-        path = (*prefix, key)
-        out += leaf_paths(value, path) if isinstance(value, dict) else [path]
-    return out
-
-
-LEAVES = leaf_paths(DEFAULTS)
+LEAVES = [tuple(dotted.split(".")) for dotted in flatten(DEFAULTS)]
 HOSTILE_VALUES = st.one_of(
     st.none(),
     st.booleans(),

@@ -12,15 +12,9 @@ import pytest
 import yaml
 
 from fake_gcs import free_port
+from fmnist.dvcfiles import lock_outputs, lock_params
 from fmnist.errors import PipelineError
-from fmnist.tools.lineage import (
-    NOT_RECORDED,
-    TRAIN_RECORD,
-    format_lineage,
-    lineage_at,
-    lock_outputs,
-    lock_params,
-)
+from fmnist.tools.lineage import NOT_RECORDED, TRAIN_RECORD, format_lineage, lineage_at
 from fmnist.tools.remote import (
     CacheObject,
     RemoteError,

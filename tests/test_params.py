@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fmnist.errors import ParamsError
-from fmnist.params import Params, load_params, params_from_dict, params_to_dict
-from fmnist.tools.recipe import apply
+from fmnist.params import (
+    Params,
+    load_params,
+    params_from_dict,
+    params_to_dict,
+    with_overrides,
+)
 from helpers import ROOT
 
 
@@ -16,7 +25,7 @@ def defaults() -> dict:
 
 
 def with_value(dotted: str, value) -> dict:
-    return apply(defaults(), {dotted: value})
+    return with_overrides(defaults(), {dotted: value})
 
 
 def test_params_yaml_holds_exactly_the_documented_defaults():
@@ -148,3 +157,108 @@ def test_validate_command_exit_codes(tmp_path, capsys):
     bad.write_text(yaml.safe_dump(with_value("train.epochs", "abc")))
     assert main([str(bad)]) == 1
     assert "train.epochs" in capsys.readouterr().err
+
+
+def test_direct_construction_raises_params_error_naming_the_field():
+    from fmnist.params import ModelParams, TrainParams
+
+    with pytest.raises(ParamsError, match="'epochs': 0 is out of range; it must be >= 1"):
+        TrainParams(epochs=0)
+    with pytest.raises(ParamsError, match="filters: expected three positive filter counts"):
+        ModelParams(filters=(8, 16))
+
+
+def test_problems_are_listed_in_the_order_of_the_file():
+    data = with_value("train.epochs", "abc")
+    del data["fetch"]["timeout_s"]
+    data["model"]["arch"] = "resnet"
+    message = str(pytest.raises(ParamsError, params_from_dict, data).value)
+    assert message.index("fetch.timeout_s") < message.index("model.arch")
+    assert message.index("model.arch") < message.index("train.epochs")
+
+
+def test_yaml_error_names_its_line(tmp_path):
+    broken = tmp_path / "params.yaml"
+    broken.write_text("train:\n  epochs: 5\n  batch_size: [unclosed\n")
+    with pytest.raises(ParamsError, match=r"not valid YAML.*line \d+"):
+        load_params(broken)
+
+
+# --- the JSON Schema --------------------------------------------------------------------------
+
+SCHEMA_FILE = ROOT / "params.schema.json"
+
+
+def test_committed_schema_is_current():
+    from fmnist.params import json_schema
+
+    committed = json.loads(SCHEMA_FILE.read_text())
+    assert committed == json_schema(), (
+        "params.schema.json is stale: regenerate it with "
+        "`PYTHONPATH=src python -m fmnist.params --schema > params.schema.json`"
+    )
+
+
+def test_params_yaml_names_its_schema_for_editors():
+    first = (ROOT / "params.yaml").read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=params.schema.json"
+
+
+def test_schema_accepts_params_yaml_and_refuses_what_the_loader_refuses():
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    assert list(validator.iter_errors(yaml.safe_load((ROOT / "params.yaml").read_text()))) == []
+    for bad in (
+        with_value("train.epochs", 0),
+        with_value("train.learning_rate", True),
+        with_value("model.arch", "resnet"),
+        defaults() | {"trian": {}},
+    ):
+        assert list(validator.iter_errors(bad)), bad
+    missing = defaults()
+    del missing["train"]["epochs"]
+    assert list(validator.iter_errors(missing))
+
+
+def test_schema_documents_every_key_with_its_default():
+    from fmnist.params import flatten, json_schema
+
+    schema = json_schema()
+
+    def node(dotted: str) -> dict:
+        current = schema
+        for key in dotted.split("."):
+            current = current["properties"][key]
+            if "$ref" in current:
+                current = schema["$defs"][current["$ref"].rsplit("/", 1)[1]] | current
+        return current
+
+    for dotted, default in flatten(defaults()).items():
+        assert node(dotted)["default"] == default, dotted
+    assert "under-fits" in node("model.dropout")["description"]
+
+
+def test_schema_command_prints_the_schema(capsys):
+    from fmnist.params import json_schema, main
+
+    assert main(["--schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json_schema()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    where=st.sampled_from([(), ("train",), ("train", "augment"), ("model",)]),
+    key=st.one_of(st.text(max_size=6), st.integers(-3, 3), st.booleans(), st.none()),
+    value=st.one_of(st.none(), st.integers(), st.text(max_size=4), st.lists(st.integers())),
+)
+def test_any_key_anywhere_is_a_params_error_or_valid(where, key, value):
+    """Keys YAML can spell (numbers, booleans, null, any text): never a traceback."""
+    data = defaults()
+    node = data
+    for part in where:
+        node = node[part]
+    node[key] = value
+    try:
+        params_from_dict(data)
+    except ParamsError as exc:
+        assert "key" in str(exc) or "expected" in str(exc) or "range" in str(exc), str(exc)

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from fmnist.errors import ParamsError
-from fmnist.tools.recipe import apply, load_recipes, recipe_params, set_arguments
+from fmnist.params import with_overrides
+from fmnist.tools.recipe import load_recipes, recipe_params, set_arguments
 from helpers import ROOT
 
 RECIPES = load_recipes(ROOT / "recipes.yaml")
@@ -56,6 +57,6 @@ def test_unknown_recipe_or_key_is_named():
     with pytest.raises(ParamsError, match="no recipe 'fast'; recipes: default, notebook"):
         recipe_params("fast", RECIPES, BASE)
     with pytest.raises(ParamsError, match="^'train.epoch' is not a key of params.yaml"):
-        apply(BASE, {"train.epoch": 3})
+        with_overrides(BASE, {"train.epoch": 3})
     with pytest.raises(ParamsError, match="^recipe 'typo': 'train.epoch' is not a key"):
         recipe_params("typo", {**RECIPES, "typo": {"train.epoch": 3}}, BASE)

@@ -14,9 +14,8 @@ from PIL import Image
 import helpers
 from fmnist.dataset import load_split
 from fmnist.errors import PipelineError
-from fmnist.params import Params, params_to_dict
+from fmnist.params import Params, params_to_dict, with_overrides
 from fmnist.tools import registry
-from fmnist.tools.recipe import apply
 from helpers import dvc, git
 
 NAME = registry.ARTIFACT
@@ -30,7 +29,7 @@ def defaults() -> dict:
 
 def changed(**dotted) -> dict:
     """The default params with `model__arch=...`-style keys set."""
-    return apply(defaults(), {k.replace("__", "."): v for k, v in dotted.items()})
+    return with_overrides(defaults(), {k.replace("__", "."): v for k, v in dotted.items()})
 
 
 def test_dvc_yaml_declares_the_packaged_model_and_gto_its_stages():

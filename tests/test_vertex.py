@@ -115,7 +115,7 @@ def test_the_schema_rejects_what_vertex_ai_would(change, where, capsys):
         ({"workers": 0}, "--workers"),
     ],
 )
-def test_invalid_jobs_are_refused_before_rendering(override, message):
+def test_invalid_jobs_are_refused_naming_the_flag(override, message):
     job = vertex.JobConfig(
         image="us-docker.pkg.dev/p/r/fmnist-train:v1",
         service_account="fmnist-trainer@p-1.iam.gserviceaccount.com",
@@ -123,7 +123,7 @@ def test_invalid_jobs_are_refused_before_rendering(override, message):
     )
     vertex.render(job, TRAIN_CMD)  # valid as it is
     with pytest.raises(PipelineError, match=re.escape(message)):
-        vertex.render(vertex.JobConfig(**{**job.__dict__, **override}), TRAIN_CMD)
+        vertex.render(vertex.job_config({**job.__dict__, **override}), TRAIN_CMD)
 
 
 def test_the_cli_reports_a_bad_profile_in_one_line(tmp_path):
@@ -137,6 +137,19 @@ def test_the_cli_reports_a_bad_profile_in_one_line(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error:") and "acelerator_count" in proc.stderr
+    assert f"{profiles}: profile 'big', acelerator_count: unknown key" in proc.stderr
+
+
+def test_a_bad_value_in_a_profile_names_the_profile_and_a_flag_wins_over_it(tmp_path, capsys):
+    profiles = tmp_path / "vertex.yaml"
+    profiles.write_text("profiles:\n  big:\n    workers: two\n    accelerator_type: GTX\n")
+    assert vertex.main(["--profiles", str(profiles), "--profile", "big", *IDENTITY]) == 1
+    message = capsys.readouterr().err
+    assert f"{profiles}: profile 'big', workers 'two': expected an integer" in message
+    assert f"{profiles}: profile 'big', accelerator_type 'GTX': one of NVIDIA_TESLA_T4" in message
+    flags = ["--workers", "0", "--accelerator-type", "NVIDIA_L4", "--accelerator-count", "1"]
+    assert vertex.main(["--profiles", str(profiles), "--profile", "big", *flags, *IDENTITY]) == 1
+    assert capsys.readouterr().err.splitlines()[1:] == ["  - --workers 0: at least 1"]
 
 
 def test_readme_shows_the_specs_the_command_renders(capsys):

@@ -14,11 +14,16 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fmnist.errors import PipelineError
+
+# Zip archives stamp each member with the time it was written; a fixed stamp makes the same
+# content give the same bytes, and so the same DVC hash on every run.
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def _writable_parent(path: Path) -> Path:
@@ -70,6 +75,11 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented, key-sorted JSON (stable bytes for stable hashes)."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def zip_entry(name: str) -> zipfile.ZipInfo:
+    """The header of a zip member `name` with the fixed time (stored, not compressed)."""
+    return zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
 
 
 def read_json(path: str | Path, produced_by: str) -> dict:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fmnist import launch
+from fmnist import __version__, launch
 
 # name -> (module, one-line help). Add a command by adding a line here.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "params": ("fmnist.params", "validate params.yaml"),
+    "params": ("fmnist.params", "validate params.yaml, or print its JSON Schema"),
     "recipe": (
         "fmnist.tools.recipe",
         "list the named recipes, or print one's `dvc exp run -S` args",
@@ -45,8 +45,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fmnist", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    """`fmnist COMMAND ARGS...`: run one command's `main(ARGS)` (its own parser names it)."""
+    parser = argparse.ArgumentParser(
+        prog="fmnist",
+        description=__doc__.splitlines()[0],
+        epilog="`fmnist COMMAND --help` shows a command's options. FMNIST_VERBOSE=1 shows "
+        "TensorFlow's own log lines.",
+    )
+    parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fmnist import atomic
 from fmnist.errors import DataError
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -245,13 +246,12 @@ def encode_npz(images: np.ndarray, labels: np.ndarray) -> bytes:
     """A split as `.npz` bytes that depend only on the arrays.
 
     `np.savez` stamps the current time into the zip, which would give the same data a new
-    DVC hash on every run; this writes fixed timestamps instead.
+    DVC hash on every run; this writes a fixed one instead (`atomic.zip_entry`).
     """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for key, array in (("images", images), ("labels", labels)):
-            entry = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(entry, "w", force_zip64=True) as stream:
+            with archive.open(atomic.zip_entry(f"{key}.npy"), "w", force_zip64=True) as stream:
                 np.lib.format.write_array(stream, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
 

@@ -1,28 +1,40 @@
 """Typed, validated pipeline parameters: the one place that reads `params.yaml`.
 
-Every key of `params.yaml` maps to a field below with its documented default. Loading checks
-the whole file before any work starts: an unknown key (a typo such as `train.learnign_rate`), a
-missing key, a value of the wrong type or out of range is a `ParamsError` that names the key and
-says what is allowed. DVC would otherwise let a typo through silently and train with the old
-value.
+Every key of `params.yaml` maps to a field below, with its documented default (the docstring
+under the field; `params.schema.json` carries them to editors). Loading checks the whole file
+before any work starts: an unknown key (a typo such as `train.learnign_rate`), a missing key,
+a value of the wrong type or out of range is a `ParamsError` that names the key and says what
+is allowed, every problem at once. DVC would otherwise let a typo through silently and train
+with the old value.
 
-Run as a module (`python -m fmnist.params params.yaml`) it only validates: the `params` stage of
-`dvc.yaml` does that on every change to the file.
+pydantic does the checking; this module keeps the messages in the project's words (dotted
+keys, "did you mean", the default of a missing key). It also owns dotted keys (`flatten`,
+`with_overrides`), as `dvc exp run -S train.epochs=5` spells them.
+
+Run as a module (`python -m fmnist.params params.yaml`) it only validates: the `params` stage
+of `dvc.yaml` does that on every change to the file. `--schema` prints the JSON Schema.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
-import math
+import functools
+import json
 import re
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
+import pydantic
+import pydantic.dataclasses
 import yaml
+from pydantic import BeforeValidator, Field, Strict, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from fmnist.errors import ParamsError
 
@@ -39,141 +51,198 @@ FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 Monitor = Literal["val_loss", "val_accuracy"]
 Padding = Literal["same", "valid"]
 
-
-def _field(
-    default: Any, *, lo: float | None = None, hi: float | None = None, open_lo: bool = False
-):
-    """A dataclass field with an allowed range [lo, hi] (or (lo, hi] when `open_lo`)."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "open_lo": open_lo})
+# PyYAML reads `1e-3` (no dot) as a string; such a spelling of a number is still a number.
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-@dataclass(frozen=True)
+def _number(value: Any) -> Any:
+    """An int or a number written as text, as a float; anything else is left to fail."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return value
+    if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+        return float(value)  # "1e999" is inf, refused as not finite
+    return value
+
+
+def _sequence(value: Any) -> Any:
+    """Only a list (or a tuple, from Python) makes a tuple field: not a set, a string or a map."""
+    if isinstance(value, (list, tuple)):
+        return value
+    raise PydanticCustomError("list_type", "expected a list")
+
+
+# Strict: a bool is not a number, 1 is not true, 3 is not a string.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+IntList = Annotated[tuple[Int, ...], BeforeValidator(_sequence)]
+
+
+def Number(**bounds: float) -> Any:
+    """The type of a finite float within `bounds` (`gt`, `ge`, `lt`, `le`); an int or a number as
+    text is one too, a bool is not. (The text is read before the bounds are checked, and the
+    bounds stay visible to the JSON Schema.)"""
+    return Annotated[
+        float, Strict(), Field(allow_inf_nan=False, **bounds), BeforeValidator(_number)
+    ]
+
+
+_CONFIG = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+def _section(cls: type) -> type:
+    """A frozen pydantic dataclass whose direct construction (`ModelParams(...)`,
+    `dataclasses.replace`) raises `ParamsError`, as loading a file does."""
+    cls = pydantic.dataclasses.dataclass(frozen=True, config=_CONFIG)(cls)
+    validated_init = cls.__init__
+
+    @functools.wraps(validated_init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validated_init(self, *args, **kwargs)
+        except pydantic.ValidationError as exc:
+            raise ParamsError(_join([m for _, m in _problems(type(self), exc)])) from None
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _rule(message: str) -> PydanticCustomError:
+    """A cross-field rule broken; `message` names the keys in full."""
+    return PydanticCustomError("params_rule", message)
+
+
+@_section
 class FetchParams:
     """Where the `fetch` stage looks for the four Fashion-MNIST IDX files, in order."""
 
-    # A directory with the IDX files (.gz or not) or the Kaggle CSV pair; "" skips it.
-    # The environment variable FMNIST_DATA_DIR names another one, searched next.
-    source_dir: str = ""
-    # The Debian/Ubuntu package's directory; "" skips it.
-    system_dir: str = DEBIAN_DATASET_DIR
-    # Base URL of the official `*-ubyte.gz` downloads; "" skips the download.
-    base_url: str = OFFICIAL_BASE_URL
-    # Seconds before a download attempt is given up.
-    timeout_s: float = _field(30.0, lo=0, open_lo=True)
-    # Check the decompressed content against the canonical SHA-256 digests. Turn off only
-    # for a dataset of your own in the same format (the tests' synthetic one, for example).
-    verify_checksums: bool = True
+    source_dir: Str = ""
+    """A directory with the IDX files (.gz or not) or the Kaggle CSV pair; "" skips it. The
+    environment variable FMNIST_DATA_DIR names another one, searched next."""
+    system_dir: Str = DEBIAN_DATASET_DIR
+    """The Debian/Ubuntu package's directory; "" skips it."""
+    base_url: Str = OFFICIAL_BASE_URL
+    """Base URL of the official `*-ubyte.gz` downloads; "" skips the download."""
+    timeout_s: Number(gt=0) = 30.0
+    """Seconds before a download attempt is given up."""
+    verify_checksums: Bool = True
+    """Check the decompressed content against the canonical SHA-256 digests. Turn off only for
+    a dataset of your own in the same format (the tests' synthetic one, for example)."""
 
 
-@dataclass(frozen=True)
+@_section
 class PrepareParams:
     """The train/validation split and the data checks of the `prepare` stage."""
 
-    # Fraction of the training set held out, stratified by class, for validation.
-    val_fraction: float = _field(0.1, lo=0, hi=0.5, open_lo=True)
-    # Seed of the split (the seed notebook's `random_state`).
-    seed: int = _field(42, lo=0)
-    # Largest allowed ratio of the most to the least frequent class in a split.
-    max_class_imbalance: float = _field(1.5, lo=1)
-    # Images per class in the sample grid.
-    samples_per_class: int = _field(8, lo=1, hi=32)
+    val_fraction: Number(gt=0, le=0.5) = 0.1
+    """Fraction of the training set held out, stratified by class, for validation."""
+    seed: Annotated[Int, Field(ge=0)] = 42
+    """Seed of the split (the seed notebook's `random_state`)."""
+    max_class_imbalance: Number(ge=1) = 1.5
+    """Largest allowed ratio of the most to the least frequent class in a split."""
+    samples_per_class: Annotated[Int, Field(ge=1, le=32)] = 8
+    """Images per class in the sample grid."""
 
 
-@dataclass(frozen=True)
+@_section
 class ModelParams:
     """The architecture (see `fmnist.model.architectures`). Defaults: this project's recipe,
     under 100k parameters; the seeds' are the recipes `notebook` and `writeup` in recipes.yaml."""
 
-    # gap_cnn: the seed notebook's CNN; bn_cnn: the write-up's CNN; dense: the baseline;
-    # bn_gap_cnn: the notebook's design with BatchNorm and several convolutions per stage.
     arch: Architecture = "bn_gap_cnn"
-    # Filters of the three convolution stages (all but dense; the notebook: 32, 64, 128).
-    # Multiples of 16 train fastest with bfloat16 BatchNorm (models.FusedBatchNormalization).
-    filters: tuple[int, ...] = (16, 48, 64)
-    kernel_size: int = _field(3, lo=1, hi=7)
-    # Convolution padding (the notebook: same, which keeps 28x28 until the first pooling; the
-    # write-up names none, so its recipe takes Keras' default, valid).
+    """gap_cnn: the seed notebook's CNN; bn_cnn: the write-up's CNN; dense: the baseline;
+    bn_gap_cnn: the notebook's design with BatchNorm and several convolutions per stage."""
+    filters: IntList = (16, 48, 64)
+    """Filters of the three convolution stages (all but dense; the notebook: 32, 64, 128).
+    Multiples of 16 suit the oneDNN kernels (docs/measurements.md)."""
+    kernel_size: Annotated[Int, Field(ge=1, le=7)] = 3
     padding: Padding = "same"
-    # Convolutions per stage (bn_gap_cnn).
-    convs_per_stage: int = _field(2, lo=1, hi=4)
-    # Dropout after each convolution block (bn_cnn).
-    conv_dropout: float = _field(0.25, lo=0, hi=0.9)
-    # Dropout before the classifier (all architectures; the seeds: 0.5). Off by default: the
-    # default model under-fits (the README's ablation).
-    dropout: float = _field(0.0, lo=0, hi=0.9)
-    # Width of the hidden Dense layer (bn_cnn, dense).
-    dense_units: int = _field(128, lo=1)
-    # Test-time augmentation: the saved model averages its probabilities for each image and
-    # its mirror image (same weights, twice the inference work; evaluate, package and predict
-    # all use it). Training and its val_* metrics see the plain network.
-    tta_flip: bool = True
-    # Test-time augmentation: also average over each view moved this many pixels right, left,
-    # down and up (5 times the inference work; 10 with tta_flip). 0: off (the seeds). Chosen
-    # on the validation set: 1 px beat 2 px there (see the README).
-    tta_shift: int = _field(1, lo=0, hi=3)
+    """Convolution padding (the notebook: same, which keeps 28x28 until the first pooling; the
+    write-up names none, so its recipe takes Keras' default, valid)."""
+    convs_per_stage: Annotated[Int, Field(ge=1, le=4)] = 2
+    """Convolutions per stage (bn_gap_cnn)."""
+    conv_dropout: Number(ge=0, le=0.9) = 0.25
+    """Dropout after each convolution block (bn_cnn)."""
+    dropout: Number(ge=0, le=0.9) = 0.0
+    """Dropout before the classifier (all architectures; the seeds: 0.5). Off by default: the
+    default model under-fits (docs/measurements.md, "Regularisation, measured")."""
+    dense_units: Annotated[Int, Field(ge=1)] = 128
+    """Width of the hidden Dense layer (bn_cnn, dense)."""
+    tta_flip: Bool = True
+    """Test-time augmentation: the saved model averages its probabilities for each image and
+    its mirror image (same weights, twice the inference work; evaluate, package and predict
+    all use it). Training and its val_* metrics see the plain network."""
+    tta_shift: Annotated[Int, Field(ge=0, le=3)] = 1
+    """Test-time augmentation: also average over each view moved this many pixels right, left,
+    down and up (5 times the inference work; 10 with tta_flip). 0: off (the seeds). Chosen on
+    the validation set (docs/measurements.md, "Test-time shifts, measured")."""
+
+    @field_validator("filters")
+    @classmethod
+    def _three_stages(cls, filters: tuple[int, ...]) -> tuple[int, ...]:
+        if len(filters) != 3 or any(f < 1 for f in filters):
+            raise _rule(f"expected three positive filter counts, got {list(filters)}")
+        return filters
 
     @property
     def tta_views(self) -> int:
         """The views the saved model averages over (1: none): times the inference work."""
         return (2 if self.tta_flip else 1) * (5 if self.tta_shift else 1)
 
-    def __post_init__(self) -> None:
-        if len(self.filters) != 3 or any(f < 1 for f in self.filters):
-            raise ParamsError(
-                f"model.filters: expected three positive filter counts, got {list(self.filters)}"
-            )
 
-
-@dataclass(frozen=True)
+@_section
 class EarlyStoppingParams:
     """Keras EarlyStopping (notebook and write-up: val_loss, patience 10, restore best)."""
 
     monitor: Monitor = "val_loss"
-    # Epochs without improvement before training stops; 0 turns early stopping off (the
-    # seeds: 10; the cosine schedule runs all its epochs).
-    patience: int = _field(0, lo=0)
-    restore_best_weights: bool = True
+    patience: Annotated[Int, Field(ge=0)] = 0
+    """Epochs without improvement before training stops; 0 turns early stopping off (the
+    seeds: 10; the cosine schedule runs all its epochs)."""
+    restore_best_weights: Bool = True
 
 
-@dataclass(frozen=True)
+@_section
 class ReduceLRParams:
     """Keras ReduceLROnPlateau (notebook: factor 0.5, patience 5, min 1e-7)."""
 
     monitor: Monitor = "val_loss"
-    factor: float = _field(0.5, lo=0, hi=1, open_lo=True)
-    # Epochs without improvement before the rate is cut; 0 turns the schedule off (the
-    # notebook: 5; off under the cosine schedule).
-    patience: int = _field(0, lo=0)
-    min_lr: float = _field(1e-7, lo=0)
+    factor: Number(gt=0, le=1) = 0.5
+    patience: Annotated[Int, Field(ge=0)] = 0
+    """Epochs without improvement before the rate is cut; 0 turns the schedule off (the
+    notebook: 5; off under the cosine schedule)."""
+    min_lr: Number(ge=0) = 1e-7
 
 
-@dataclass(frozen=True)
+@_section
 class AugmentParams:
     """Random training-time transforms; all zero/false means no augmentation (the notebook).
 
     Defaults: light transforms that suit 28x28 garments (±2 px shifts, mirror images); the
     write-up's are the recipe `writeup`."""
 
-    # Maximum rotation in degrees (write-up: 15).
-    rotation_deg: float = _field(0.0, lo=0, hi=180)
-    # Maximum shift as a fraction of width and height (write-up: 0.15).
-    shift: float = _field(0.07, lo=0, hi=0.5)
-    # Maximum shear factor, the tangent of the shear angle (the `writeup` recipe: 0.0026, the
-    # 0.15° that Keras' ImageDataGenerator makes of the write-up's "shear range 15%").
-    shear: float = _field(0.0, lo=0, hi=1)
-    # Maximum zoom in or out as a fraction (write-up: 0.15).
-    zoom: float = _field(0.0, lo=0, hi=0.9)
-    horizontal_flip: bool = True
-    # Upside-down images too (not in the write-up's table, but Keras' `RandomFlip()` flips both
-    # ways unless told "horizontal"; the README measures it with the write-up's recipe).
-    vertical_flip: bool = False
-    # How pixels outside the image are filled (write-up: nearest).
+    rotation_deg: Number(ge=0, le=180) = 0.0
+    """Maximum rotation in degrees (write-up: 15)."""
+    shift: Number(ge=0, le=0.5) = 0.07
+    """Maximum shift as a fraction of width and height (write-up: 0.15)."""
+    shear: Number(ge=0, le=1) = 0.0
+    """Maximum shear factor, the tangent of the shear angle (the `writeup` recipe: 0.0026, the
+    0.15° that Keras' ImageDataGenerator makes of the write-up's "shear range 15%")."""
+    zoom: Number(ge=0, le=0.9) = 0.0
+    """Maximum zoom in or out as a fraction (write-up: 0.15)."""
+    horizontal_flip: Bool = True
+    vertical_flip: Bool = False
+    """Upside-down images too (not in the write-up's table, but Keras' `RandomFlip()` flips
+    both ways unless told "horizontal")."""
     fill_mode: FillMode = "constant"
-    # Probability of blanking one random rectangle per image (random erasing). Off by default:
-    # the default model under-fits (the README's ablation).
-    erase_prob: float = _field(0.0, lo=0, hi=1)
-    # Largest side, in pixels, of the erased rectangle.
-    erase_size: int = _field(10, lo=1, hi=28)
+    """How pixels outside the image are filled (write-up: nearest)."""
+    erase_prob: Number(ge=0, le=1) = 0.0
+    """Probability of blanking one random rectangle per image (random erasing). Off by
+    default: the default model under-fits (docs/measurements.md, "Regularisation, measured")."""
+    erase_size: Annotated[Int, Field(ge=1, le=28)] = 10
+    """Largest side, in pixels, of the erased rectangle."""
 
     @property
     def enabled(self) -> bool:
@@ -183,93 +252,97 @@ class AugmentParams:
         return bool(geometric or flips or self.erase_prob)
 
 
-@dataclass(frozen=True)
+@_section
 class TrainParams:
     """Optimisation of the `train` stage. Defaults: this project's recipe, sized for a 2-core
     CPU in under 30 minutes; the seeds' are the recipes `notebook` and `writeup`."""
 
-    epochs: int = _field(30, lo=1)
-    # The batch of one replica; the global batch is this times the replicas
-    # (fmnist.training.distribute).
-    batch_size: int = _field(128, lo=1)
-    # Adam's (peak) learning rate for one replica.
-    learning_rate: float = _field(3e-3, lo=0, hi=1, open_lo=True)
-    # plateau: constant, cut by `reduce_lr` (the seeds); cosine: linear warm-up for
-    # `warmup_epochs`, then cosine decay to zero at the last epoch.
+    epochs: Annotated[Int, Field(ge=1)] = 30
+    batch_size: Annotated[Int, Field(ge=1)] = 128
+    """The batch of one replica; the global batch is this times the replicas
+    (fmnist.training.distribute)."""
+    learning_rate: Number(gt=0, le=1) = 3e-3
+    """Adam's (peak) learning rate for one replica."""
     schedule: Schedule = "cosine"
-    # At most epochs - 1: a shorter run (`-S train.epochs=1`) warms up for all but its last.
-    warmup_epochs: int = _field(1, lo=0)
-    # Decoupled weight decay (AdamW) when > 0; the seeds use plain Adam.
-    weight_decay: float = _field(0.005, lo=0, hi=1)
-    # Cross-entropy against labels smoothed towards uniform: (1 - this) on the true class, the
-    # rest spread over all classes. 0: plain cross-entropy (the seeds).
-    label_smoothing: float = _field(0.0, lo=0, hi=0.5)
-    # auto: several workers if TF_CONFIG names them, all GPUs if more than one, else none
-    # (TensorFlow's default strategy: one device). See fmnist.training.distribute.
+    """plateau: constant, cut by `reduce_lr` (the seeds); cosine: linear warm-up for
+    `warmup_epochs`, then cosine decay to zero at the last epoch."""
+    warmup_epochs: Annotated[Int, Field(ge=0)] = 1
+    """At most epochs - 1: a shorter run (`-S train.epochs=1`) warms up for all but its last."""
+    weight_decay: Number(ge=0, le=1) = 0.005
+    """Decoupled weight decay (AdamW) when > 0; the seeds use plain Adam."""
+    label_smoothing: Number(ge=0, le=0.5) = 0.0
+    """Cross-entropy against labels smoothed towards uniform: (1 - this) on the true class, the
+    rest spread over all classes. 0: plain cross-entropy (the seeds)."""
     distribute: Distribute = "auto"
-    # Multiply the learning rate by the number of replicas (the linear scaling rule).
-    scale_lr_with_replicas: bool = True
-    # Seeds weight initialisation, shuffling, dropout and augmentation.
-    seed: int = _field(42, lo=0)
-    # auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX or AVX-512 BF16, else float32.
+    """auto: several workers if TF_CONFIG names them, all GPUs if more than one, else none
+    (TensorFlow's default strategy: one device). See fmnist.training.distribute."""
+    scale_lr_with_replicas: Bool = True
+    """Multiply the learning rate by the number of replicas (the linear scaling rule)."""
+    seed: Annotated[Int, Field(ge=0)] = 42
+    """Seeds weight initialisation, shuffling, dropout and augmentation."""
     precision: Precision = "auto"
-    # TensorFlow op determinism: same data, params and code give the same model.
-    deterministic: bool = True
-    early_stopping: EarlyStoppingParams = field(default_factory=EarlyStoppingParams)
-    reduce_lr: ReduceLRParams = field(default_factory=ReduceLRParams)
-    augment: AugmentParams = field(default_factory=AugmentParams)
+    """auto: mixed_float16 on a GPU, mixed_bfloat16 on a CPU with AMX or AVX-512 BF16, else
+    float32."""
+    deterministic: Bool = True
+    """TensorFlow op determinism: same data, params and code give the same model."""
+    early_stopping: EarlyStoppingParams = Field(default_factory=EarlyStoppingParams)
+    reduce_lr: ReduceLRParams = Field(default_factory=ReduceLRParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> TrainParams:
+        if self.schedule == "cosine" and self.reduce_lr.patience:
+            raise _rule(
+                "train.schedule is cosine, which sets the rate itself: set "
+                "train.reduce_lr.patience to 0"
+            )
+        return self
 
     @property
     def warmup(self) -> int:
         """The warm-up epochs that run: `warmup_epochs`, leaving at least one epoch to decay."""
         return min(self.warmup_epochs, self.epochs - 1)
 
-    def __post_init__(self) -> None:
-        if self.schedule == "cosine" and self.reduce_lr.patience:
-            raise ParamsError(
-                "train.schedule is cosine, which sets the rate itself: set "
-                "train.reduce_lr.patience to 0"
-            )
 
-
-@dataclass(frozen=True)
+@_section
 class EvaluateParams:
     """What the `evaluate` stage computes and draws."""
 
-    batch_size: int = _field(1000, lo=1)
-    # Misclassified test images shown in the grid.
-    misclassified: int = _field(25, lo=1, hi=100)
-    # Index of the test image whose feature maps are drawn (the notebook uses 0).
-    feature_map_image: int = _field(0, lo=0)
-    # Training images scored (a fixed random sample; 0: all): the train loss and accuracy are
-    # a diagnostic of under- or over-fitting, and scoring all 54,000 through every
-    # test-time view would cost minutes.
-    train_sample: int = _field(10_000, lo=0)
+    batch_size: Annotated[Int, Field(ge=1)] = 1000
+    misclassified: Annotated[Int, Field(ge=1, le=100)] = 25
+    """Misclassified test images shown in the grid."""
+    feature_map_image: Annotated[Int, Field(ge=0)] = 0
+    """Index of the test image whose feature maps are drawn (the notebook uses 0)."""
+    train_sample: Annotated[Int, Field(ge=0)] = 10_000
+    """Training images scored (a fixed random sample; 0: all): the train loss and accuracy are
+    a diagnostic of under- or over-fitting, and scoring all 54,000 through every test-time
+    view would cost minutes."""
 
 
-@dataclass(frozen=True)
+@_section
 class PackageParams:
     """How the `package` stage measures inference speed on the packaging machine."""
 
-    # Untimed calls first, so that tracing and memory allocation do not count.
-    warmup_runs: int = _field(5, lo=0, hi=1000)
-    # Timed single-image calls; their p50 and p95 are the recorded latency.
-    latency_runs: int = _field(50, lo=1, hi=10000)
-    # Batch size and timed calls of the throughput measurement (images per second).
-    throughput_batch_size: int = _field(256, lo=1, hi=65536)
-    throughput_runs: int = _field(5, lo=1, hi=1000)
+    warmup_runs: Annotated[Int, Field(ge=0, le=1000)] = 5
+    """Untimed calls first, so that tracing and memory allocation do not count."""
+    latency_runs: Annotated[Int, Field(ge=1, le=10000)] = 50
+    """Timed single-image calls; their p50 and p95 are the recorded latency."""
+    throughput_batch_size: Annotated[Int, Field(ge=1, le=65536)] = 256
+    """Batch size of the throughput measurement (images per second)."""
+    throughput_runs: Annotated[Int, Field(ge=1, le=1000)] = 5
+    """Timed calls of the throughput measurement."""
 
 
-@dataclass(frozen=True)
+@_section
 class Params:
     """Everything in `params.yaml`, grouped by stage."""
 
-    fetch: FetchParams = field(default_factory=FetchParams)
-    prepare: PrepareParams = field(default_factory=PrepareParams)
-    model: ModelParams = field(default_factory=ModelParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    package: PackageParams = field(default_factory=PackageParams)
+    fetch: FetchParams = Field(default_factory=FetchParams)
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    package: PackageParams = Field(default_factory=PackageParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -282,7 +355,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        raise ParamsError(f"{path}: not valid YAML{_yaml_problem(exc)}") from None
     try:
         return params_from_dict(data if data is not None else {})
     except ParamsError as exc:
@@ -291,132 +364,207 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def params_from_dict(data: Any) -> Params:
     """Build `Params` from a nested mapping, checking every key, type and range."""
-    errors: list[str] = []
-    params = _build(Params, data, "", errors)
-    if errors:
-        raise ParamsError(_join(errors))
+    problems = _missing(Params, data, "")
+    try:
+        params = _adapter(Params).validate_python(data)
+    except pydantic.ValidationError as exc:
+        problems += _problems(Params, exc)
+    if problems:
+        # In the order of params.yaml's sections (pydantic reports missing keys apart).
+        order = list(_fields(Params)) + [""]
+        problems.sort(key=lambda p: order.index(p[0] if p[0] in order else ""))
+        raise ParamsError(_join([message for _, message in problems]))
     return params
 
 
 def params_to_dict(params: Any) -> dict[str, Any]:
     """The nested mapping of `params` (tuples as lists), as `params.yaml` spells it."""
-    out = {}
-    for f in dataclasses.fields(params):
-        value = getattr(params, f.name)
-        if dataclasses.is_dataclass(value):
-            value = params_to_dict(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[f.name] = value
+    return _adapter(type(params)).dump_python(params, mode="json")
+
+
+@functools.cache
+def _adapter(cls: type) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(cls)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of `params.yaml`: every key, its type, range, default and meaning.
+
+    Every key is required, as `load_params` requires it (the default is what a missing key
+    would be reported with)."""
+    schema = _adapter(Params).json_schema()
+    for node in [schema, *schema.get("$defs", {}).values()]:
+        if "properties" in node:
+            node["required"] = list(node["properties"])
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "params.yaml of the fmnist pipeline",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+# --- dotted keys ------------------------------------------------------------------------------
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted key: leaf value} (`{"train": {"epochs": 5}}` ->
+    `{"train.epochs": 5}`); a value that is not a mapping is the leaf `prefix`."""
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
     return out
 
 
-def _join(errors: list[str]) -> str:
-    if len(errors) == 1:
-        return errors[0]
-    return f"{len(errors)} problems:\n" + "\n".join(f"  - {e}" for e in errors)
+def with_overrides(base: Mapping, overrides: Mapping[str, Any]) -> dict:
+    """A copy of `base` (a params mapping) with each dotted key of `overrides` set, as
+    `dvc exp run -S` sets it; a key `base` does not have is a `ParamsError`."""
+    out = copy.deepcopy(dict(base))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = out
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise ParamsError(f"'{dotted}' is not a key of params.yaml")
+        node[leaf] = value
+    return out
 
 
-def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
-    where = prefix or "the top level"
-    if not isinstance(data, dict):
-        errors.append(f"{where}: expected a mapping of keys, got {_describe(data)}")
-        return None
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = get_type_hints(cls)
-    for key in data:
-        if key not in fields:
-            dotted = _dotted(prefix, str(key))
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean '{_dotted(prefix, close[0])}'?)" if close else ""
-            errors.append(
-                f"unknown key '{dotted}'{hint}; valid keys in {where}: {', '.join(fields)}"
-            )
-    kwargs = {}
-    before = len(errors)
-    for name, f in fields.items():
-        dotted = _dotted(prefix, name)
-        if name not in data:
-            default = f.default if f.default_factory is dataclasses.MISSING else "a mapping"
-            errors.append(f"missing key '{dotted}' (its default is {_yaml(default)})")
-            continue
-        kwargs[name] = _convert(hints[name], data[name], dotted, f.metadata, errors)
-    if len(errors) > before:
-        return None
-    try:
-        return cls(**kwargs)
-    except ParamsError as exc:
-        errors.append(str(exc))
-        return None
-
-
-def _convert(hint: Any, value: Any, key: str, meta: Any, errors: list[str]) -> Any:
-    """Check `value` against the type `hint` and the range in `meta`; return the typed value."""
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key, errors)
-    origin = get_origin(hint)
-    if origin is Literal:
-        choices = get_args(hint)
-        if value not in choices:
-            errors.append(
-                f"'{key}': {_describe(value)} is not one of {', '.join(map(str, choices))}"
-            )
-        return value
-    if origin is tuple:
-        (item_hint, _) = get_args(hint)
-        if not isinstance(value, list):
-            errors.append(f"'{key}': expected a list, got {_describe(value)}")
-            return None
-        return tuple(_convert(item_hint, v, f"{key}[{i}]", {}, errors) for i, v in enumerate(value))
-    converted = _scalar(hint, value)
-    if converted is None:
-        errors.append(f"'{key}': expected {_TYPE_NAMES[hint]}, got {_describe(value)}")
-        return None
-    problem = _range_problem(converted, meta)
-    if problem:
-        errors.append(f"'{key}': {converted!r} is out of range; {problem}")
-    return converted
-
+# --- messages ---------------------------------------------------------------------------------
 
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-# PyYAML reads `1e-3` (no dot) as a string; accept such spellings of a number for float keys.
-_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_MAPPING_ERRORS = {"dataclass_type", "dataclass_exact_type", "dict_type"}
+_UNKNOWN_KEY_ERRORS = {"unexpected_keyword_argument", "invalid_key"}
 
 
-def _scalar(hint: type, value: Any) -> Any:
-    if hint is bool:
-        return value if isinstance(value, bool) else None
-    if hint is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-    if hint is float:
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, (int, float)):
-            return float(value) if math.isfinite(value) else None
-        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
-            number = float(value)  # "1e999" is inf
-            return number if math.isfinite(number) else None
-        return None
-    if hint is str:
-        return value if isinstance(value, str) else None
-    raise TypeError(f"unsupported params type {hint!r}")
+def _join(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def _range_problem(value: Any, meta: Any) -> str:
-    lo, hi = meta.get("lo"), meta.get("hi")
-    if lo is None and hi is None:
-        return ""
-    below = lo is not None and (value <= lo if meta.get("open_lo") else value < lo)
-    above = hi is not None and value > hi
-    if not (below or above):
-        return ""
-    low = "" if lo is None else (f"> {lo}" if meta.get("open_lo") else f">= {lo}")
-    high = "" if hi is None else f"<= {hi}"
-    return "it must be " + " and ".join(p for p in (low, high) if p)
+def _fields(cls: type) -> dict[str, pydantic.fields.FieldInfo]:
+    return cls.__pydantic_fields__
 
 
-def _dotted(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+def _is_section(annotation: Any) -> bool:
+    return dataclasses.is_dataclass(annotation) and hasattr(annotation, "__pydantic_fields__")
+
+
+# A problem: the top-level section it is in ("" for none) and its message.
+Problem = tuple[str, str]
+
+
+def _missing(cls: type, data: Any, prefix: str) -> list[Problem]:
+    """Keys of `cls` that `data` lacks, with their defaults (pydantic would fill them in
+    silently; a params file must spell every key)."""
+    if not isinstance(data, Mapping):
+        return []  # pydantic reports that it is not a mapping
+    problems = []
+    for name, info in _fields(cls).items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name not in data:
+            default = "a mapping" if _is_section(info.annotation) else _yaml(info.default)
+            message = f"missing key '{dotted}' (its default is {default})"
+            problems.append((dotted.split(".")[0], message))
+        elif _is_section(info.annotation):
+            problems += _missing(info.annotation, data[name], dotted)
+    return problems
+
+
+def _problems(cls: type, exc: pydantic.ValidationError) -> list[Problem]:
+    return [
+        (str(error["loc"][0]) if error["loc"] else "", _problem(cls, error))
+        for error in exc.errors()
+    ]
+
+
+def _dotted(loc: tuple) -> str:
+    """('model', 'filters', 1) -> 'model.filters[1]'."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
+def _problem(cls: type, error: Any) -> str:
+    """One pydantic error in the project's words, naming the key in dotted form."""
+    loc, kind, value = error["loc"], error["type"], error["input"]
+    if kind in _UNKNOWN_KEY_ERRORS:  # the last part of `loc` is the key itself
+        parent = _dotted(loc[:-1])
+        valid = list(_fields(_annotation(cls, loc[:-1]) if loc[:-1] else cls))
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f" (did you mean '{parent + '.' if parent else ''}{close[0]}'?)" if close else ""
+        key = f"{parent}.{loc[-1]}" if parent else str(loc[-1])
+        where = parent or "the top level"
+        return f"unknown key '{key}'{hint}; valid keys in {where}: {', '.join(valid)}"
+    key = _dotted(loc)
+    if kind == "params_rule":
+        rule = error["msg"]
+        return rule if not loc or _is_section(_annotation(cls, loc)) else f"{key}: {rule}"
+    if kind in _MAPPING_ERRORS:
+        return f"{key or 'the top level'}: expected a mapping of keys, got {_describe(value)}"
+    annotation = _annotation(cls, loc)
+    if kind == "literal_error":
+        choices = ", ".join(map(str, get_args(annotation)))
+        return f"'{key}': {_describe(value)} is not one of {choices}"
+    if kind in _RANGE_ERRORS:
+        info = _field_info(cls, loc)
+        number = float(value) if annotation is float else value
+        return f"'{key}': {number!r} is out of range; it must be {_bounds(info)}"
+    if get_origin(annotation) is tuple:
+        return f"'{key}': expected a list, got {_describe(value)}"
+    if annotation in _TYPE_NAMES:
+        return f"'{key}': expected {_TYPE_NAMES[annotation]}, got {_describe(value)}"
+    return f"'{key}': {error['msg']}"  # a check the messages above do not word
+
+
+def _field_info(cls: type, loc: tuple) -> pydantic.fields.FieldInfo:
+    """The field at the key path `loc` (names and list indices) below `cls`."""
+    names = [part for part in loc if isinstance(part, str)]
+    for name in names[:-1]:
+        cls = _fields(cls)[name].annotation
+    return _fields(cls)[names[-1]]
+
+
+def _annotation(cls: type, loc: tuple) -> Any:
+    """The type at `loc`: a section class, a scalar type, a Literal, or a list's item type."""
+    annotation = _field_info(cls, loc).annotation
+    if isinstance(loc[-1], int):  # an item of a list field
+        annotation = get_args(annotation)[0]
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _bounds(info: pydantic.fields.FieldInfo) -> str:
+    parts = []
+    for item in info.metadata:
+        if isinstance(item, annotated_types.Gt):
+            parts.append(f"> {item.gt}")
+        elif isinstance(item, annotated_types.Ge):
+            parts.append(f">= {item.ge}")
+        elif isinstance(item, annotated_types.Lt):
+            parts.append(f"< {item.lt}")
+        elif isinstance(item, annotated_types.Le):
+            parts.append(f"<= {item.le}")
+    return " and ".join(parts)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, on one line: `at line 4, column 1: expected ',' or ']', but got
+    '<stream end>' (while parsing a flow sequence at line 3)`."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f": {exc}".replace("\n", " ")
+    what = f"{exc.problem}"
+    if exc.context:
+        start = exc.context_mark
+        what += f" ({exc.context}" + (f" at line {start.line + 1})" if start else ")")
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {what}"
 
 
 def _describe(value: Any) -> str:
@@ -430,10 +578,24 @@ def _yaml(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Validate a params file; exit 1 with the list of problems if it is not valid."""
-    parser = argparse.ArgumentParser(description="Validate params.yaml against fmnist's schema.")
-    parser.add_argument("params", nargs="?", default="params.yaml")
+    """Validate a params file; exit 1 with the list of problems if it is not valid. With
+    `--schema`, print the JSON Schema of params.yaml instead."""
+    parser = argparse.ArgumentParser(
+        prog="fmnist params", description="Validate params.yaml against fmnist's schema."
+    )
+    parser.add_argument(
+        "params", nargs="?", default="params.yaml", help="the file to check (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--schema",
+        action="store_true",
+        help="print the JSON Schema of params.yaml instead (how params.schema.json is made: "
+        "`fmnist params --schema > params.schema.json`)",
+    )
     args = parser.parse_args(argv)
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2, ensure_ascii=False))
+        return 0
     try:
         load_params(args.params)
     except ParamsError as exc:

@@ -26,12 +26,11 @@ def _classifier(name: str = "output") -> layers.Layer:
 class FusedBatchNormalization(layers.BatchNormalization):
     """Keras' BatchNormalization that trains with TensorFlow's fused batch-norm kernel.
 
-    Keras 3 computes batch statistics and their gradients as a dozen separate float32 ops; on a
-    2-core CPU they took at least 40% of the op time of a training step of the earlier default
-    (filters 16-40-72) in bfloat16, by TensorFlow's profiler (`benchmarks/op_profile.py`). The fused
-    kernel (oneDNN's, which also absorbs a ReLU that follows) does the same arithmetic in one op
-    each way: the same outputs and moving statistics up to rounding (a test compares them). It
-    is fast in bfloat16 only when the channels are a multiple of 16 (the README has the
+    Keras 3 computes batch statistics and their gradients as a dozen separate float32 ops, a
+    large share of a CPU training step (`benchmarks/op_profile.py` shows it). The fused kernel
+    (oneDNN's, which also absorbs a ReLU that follows) does the same arithmetic in one op each
+    way: the same outputs and moving statistics up to rounding (a test compares them). It is
+    fast in bfloat16 only when the channels are a multiple of 16 (docs/measurements.md has the
     figures). Where the kernel does not apply (not training, a mask, synchronized statistics
     across replicas, renormalization, or not 4-D channels-last) this is Keras' layer as it is.
     The model that ships uses Keras' own layer (`for_inference`), with the same weights.

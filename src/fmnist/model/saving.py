@@ -64,11 +64,6 @@ def keras_copy(model: keras.Model, policy: str | None = None) -> keras.Model:
     )
 
 
-# `model.save` stamps the wall-clock time into the archive; a fixed stamp makes the same
-# weights give the same bytes, and so the same DVC hash.
-_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
 def _renumber_shared(config, ids: dict | None = None):
     """`config` with each `shared_object_id` (Keras uses the Python `id()` of the object, which
     differs from process to process) replaced by its order of first appearance."""
@@ -100,7 +95,8 @@ def save_model(model: keras.Model, path: str | Path) -> None:
                     data = json.dumps(meta, sort_keys=True).encode()
                 elif info.filename == "config.json":
                     data = json.dumps(_renumber_shared(json.loads(data)), sort_keys=True).encode()
-                dst.writestr(zipfile.ZipInfo(info.filename, date_time=_FIXED_ZIP_TIME), data)
+                # `model.save` stamps the wall-clock time: restamped, same weights, same bytes.
+                dst.writestr(atomic.zip_entry(info.filename), data)
         raw.unlink()
         tmp.write_bytes(out.getvalue())
 

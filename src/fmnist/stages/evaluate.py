@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -23,7 +24,7 @@ from fmnist import atomic, figures
 from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, Split, load_split
 from fmnist.errors import ParamsError, report_errors
 from fmnist.model import saving, tta
-from fmnist.params import load_params
+from fmnist.params import EvaluateParams, load_params
 from fmnist.training import history, inputs
 
 # Probabilities are clipped before the log so that a confident mistake costs a finite loss.
@@ -109,6 +110,59 @@ def filter_and_feature_figures(
     return figures.filters(kernels, first.name), figures.feature_maps(image, maps, title)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What the stage writes: the metrics, the per-class report, each test image's true and
+    predicted class, and the figures (file name -> PNG bytes)."""
+
+    scores: dict[str, dict]
+    per_class: pd.DataFrame
+    predictions: pd.DataFrame
+    figures: dict[str, bytes]
+
+
+def evaluate(
+    model: keras.Model, splits: dict[str, Split], training_log: pd.DataFrame, p: EvaluateParams
+) -> Evaluation:
+    """Score `model` on every split (the training split a fixed sample of
+    `p.train_sample`), and draw the confusion matrix, training curves (`training_log`, the
+    DVCLive history), misclassified test images, first-layer filters and feature maps."""
+    splits = {**splits, "train": sample(splits["train"], p.train_sample)}
+    test_images, test_labels = splits["test"]
+    if p.feature_map_image >= len(test_labels):
+        raise ParamsError(
+            f"evaluate.feature_map_image {p.feature_map_image} is past the test set's "
+            f"{len(test_labels)} images"
+        )
+    scores, probs = {}, {}
+    for name, (images, labels) in splits.items():
+        probs[name] = predict(model, images, p.batch_size)
+        scores[name] = loss_and_accuracy(labels, probs[name]) | {"examples": len(labels)}
+    predicted = probs["test"].argmax(axis=1)  # (N,)
+    scores["test"] |= classification_metrics(test_labels, predicted)
+
+    names = np.array(CLASS_NAMES)
+    cm = confusion_matrix(test_labels, predicted, labels=range(NUM_CLASSES))
+    confidence = probs["test"].max(axis=1)
+    filters_png, maps_png = filter_and_feature_figures(
+        model, test_images[p.feature_map_image], int(test_labels[p.feature_map_image])
+    )
+    return Evaluation(
+        scores=scores,
+        per_class=per_class_report(test_labels, predicted),
+        predictions=pd.DataFrame({"actual": names[test_labels], "predicted": names[predicted]}),
+        figures={
+            "confusion_matrix.png": figures.confusion_matrix(cm),
+            "training_curves.png": figures.training_curves(training_log),
+            "misclassified.png": figures.misclassified(
+                test_images, test_labels, predicted, confidence, p.misclassified
+            ),
+            "filters.png": filters_png,
+            "feature_maps.png": maps_png,
+        },
+    )
+
+
 @report_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -124,46 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     p = load_params(args.params).evaluate
     model = saving.load_model(args.model)
     splits = {name: load_split(args.data / f"{name}.npz") for name in SPLIT_NAMES}
-    splits["train"] = sample(splits["train"], p.train_sample)
-    test_images, test_labels = splits["test"]
-    if p.feature_map_image >= len(test_labels):
-        raise ParamsError(
-            f"evaluate.feature_map_image {p.feature_map_image} is past the test set's "
-            f"{len(test_labels)} images"
-        )
+    result = evaluate(model, splits, history.read_history(args.live_dir), p)
 
-    scores, test_probs = {}, None
-    for name, (images, labels) in splits.items():
-        probs = predict(model, images, p.batch_size)
-        scores[name] = loss_and_accuracy(labels, probs) | {"examples": len(labels)}
-        if name == "test":
-            test_probs = probs
-    predicted = test_probs.argmax(axis=1)
-    scores["test"] |= classification_metrics(test_labels, predicted)
-
-    report = per_class_report(test_labels, predicted)
-    cm = confusion_matrix(test_labels, predicted, labels=range(NUM_CLASSES))
-    names = np.array(CLASS_NAMES)
-    predictions = pd.DataFrame({"actual": names[test_labels], "predicted": names[predicted]})
-    filters_png, maps_png = filter_and_feature_figures(
-        model, test_images[p.feature_map_image], int(test_labels[p.feature_map_image])
-    )
-    confidence = test_probs.max(axis=1)
-    out = args.figures
-    atomic.write_bytes(out / "confusion_matrix.png", figures.confusion_matrix(cm))
-    atomic.write_bytes(
-        out / "training_curves.png", figures.training_curves(history.read_history(args.live_dir))
-    )
-    atomic.write_bytes(
-        out / "misclassified.png",
-        figures.misclassified(test_images, test_labels, predicted, confidence, p.misclassified),
-    )
-    atomic.write_bytes(out / "filters.png", filters_png)
-    atomic.write_bytes(out / "feature_maps.png", maps_png)
-    atomic.write_text(args.per_class, report.to_csv(index=False))
-    atomic.write_text(args.predictions, predictions.to_csv(index=False))
-    atomic.write_json(args.metrics, scores)
-    t = scores["test"]
+    for name, png in result.figures.items():
+        atomic.write_bytes(args.figures / name, png)
+    atomic.write_text(args.per_class, result.per_class.to_csv(index=False))
+    atomic.write_text(args.predictions, result.predictions.to_csv(index=False))
+    atomic.write_json(args.metrics, result.scores)
+    t = result.scores["test"]
     print(
         f"evaluate: test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, F1 {t['f1_macro']:.4f}"
     )

@@ -1,18 +1,8 @@
 """Stage `package`: the trained model as a serving-ready, self-describing directory.
 
-`models/package/` is laid out the way the seed write-up's registry stores a version, and is a
-TensorFlow SavedModel directory that TensorFlow Serving and Vertex AI's prebuilt TensorFlow
-containers load as it is:
-
-    saved_model.pb, variables/, assets/, fingerprint.pb   the SavedModel (`serving_default`)
-    model.keras                                           the native Keras model
-    metadata/model_card.md                                what it is for, how good, limits
-    metadata/metrics.json                                 test metrics, overall and per class
-    metadata/params.json                                  every param it was made with
-    metadata/confusion_matrix.png                         from the `evaluate` stage
-    metadata/class_names.json                             class id -> name
-    metadata/lineage.json                                 data hashes, code, inputs, machines,
-                                                          inference latency and throughput
+`models/package/` is laid out the way the seed write-up's registry stores a version (the files
+are listed in `fmnist.serving.layout`), and is a TensorFlow SavedModel directory that
+TensorFlow Serving and Vertex AI's prebuilt TensorFlow containers load as it is.
 """
 
 from __future__ import annotations
@@ -26,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from fmnist import atomic, environment, git
+from fmnist import atomic, git
 from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.errors import PipelineError, report_errors
 from fmnist.model import saving
@@ -71,16 +60,6 @@ class Sources:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def packaging_machine() -> dict:
-    """The machine and environment the speed was measured on (they may differ from training's)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    return {
-        "device": f"GPU x{len(gpus)}" if gpus else f"CPU ({device.cpu_model()})",
-        "onednn": device.onednn_enabled(),  # moves CPU speed both ways (README, "Inference")
-        **environment.record(),
-    }
-
-
 def package_metrics(metrics: dict, per_class: pd.DataFrame) -> dict:
     """The evaluate stage's metrics with the per-class report added under `per_class`."""
     return {**metrics, "per_class": per_class.to_dict(orient="records")}
@@ -114,7 +93,8 @@ def build_package(out: Path, src: Sources, params: Params) -> dict:
             # The MD5 of each input file, as DVC records them in dvc.lock for this stage.
             "inputs": {str(path): atomic.file_md5(path) for path in src.files().values()},
             "training": atomic.read_json(src.train_record, "train"),
-            "packaging": packaging_machine(),
+            # The machine the speed was measured on (it may differ from the training machine).
+            "packaging": device.machine(),
             "inference": measure_speed(serve, params.package),
             "input": input_contract(),
             "packaged_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -28,11 +28,10 @@ from fmnist.params import Params, TrainParams, load_params
 from fmnist.training import device, distribute, history, inputs, resume
 
 # Training steps per call into TensorFlow (Keras' `steps_per_execution`): the same steps in the
-# same order, so the same weights to the bit, with less Python between steps. Measured for the
-# notebook's model in bfloat16 on a 2-core Zen 4: 1.07-1.17x images/s at 50 (3 rounds), 0.98-1.13x
-# at 10 (6 rounds); on an AVX2-only machine, whose steps were slower, no gain at 10. Under a
-# tf.distribute strategy training keeps one step per call: Keras 3.15's multi-step loop fails
-# under MultiWorkerMirroredStrategy ("You must feed a value for placeholder tensor ...").
+# same order, so the same weights to the bit, with less Python between steps, which pays where
+# steps are short (docs/measurements.md). Under a tf.distribute strategy training keeps one step
+# per call: Keras 3.15's multi-step loop fails under MultiWorkerMirroredStrategy ("You must feed
+# a value for placeholder tensor ...").
 STEPS_PER_EXECUTION = 50
 
 

@@ -1,10 +1,10 @@
 """What made a model: the code commit, the data's content hashes, the params, the environment.
 
 `fmnist lineage [REV]` answers that for any git rev (a commit, a branch, or a GTO model version
-tag such as `model@v1.0.0`) from what is committed there: `dvc.lock` holds the content hash of
-every output and the params each stage ran with, the training record (kept in git) the versions
-of Python, TensorFlow, Keras, NumPy and DVC, the lock they were installed from and what each
-`auto` setting resolved to; so nothing needs to be pulled to ask.
+tag such as `fashion-mnist-cnn@v1.0.0`) from what is committed there: `dvc.lock` holds the
+content hash of every output and the params each stage ran with, the training record (kept in
+git) the versions of Python, TensorFlow, Keras, NumPy and DVC, the lock they were installed from
+and what each `auto` setting resolved to; so nothing needs to be pulled to ask.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from fmnist import environment
+from fmnist import dvcfiles, environment
 from fmnist.errors import PipelineError, report_errors
 from fmnist.git import git_files, git_show, resolve_rev
 
@@ -28,79 +25,6 @@ MODEL_STAGES = ("train", "package")
 # The train stage's record of its run (dvc.yaml: `--record`), committed with dvc.lock.
 TRAIN_RECORD = "metrics/train.json"
 NOT_RECORDED = "(not recorded)"
-
-
-@dataclass(frozen=True)
-class Output:
-    """One output recorded in dvc.lock: its stage, path, DVC hash and whether DVC caches it."""
-
-    stage: str
-    path: str
-    md5: str  # ends in ".dir" for a directory: the hash of its manifest
-    legacy: bool  # a DVC 2 hash (no `hash: md5` field): stored at the remote's root
-    cached: bool  # False for `cache: false` outputs (metrics kept in git): never pushed
-
-
-def _uncached_paths(spec: dict) -> set[str]:
-    """Paths that dvc.yaml declares `cache: false` or `push: false`: not in any remote."""
-    paths = set()
-    for stage in (spec.get("stages") or {}).values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind) or []:
-                if isinstance(entry, dict):
-                    for path, flags in entry.items():
-                        flags = flags or {}
-                        if flags.get("cache") is False or flags.get("push") is False:
-                            paths.add(path)
-    return paths
-
-
-def lock_outputs(lock: dict, spec: dict) -> list[Output]:
-    """Every output dvc.lock records, flagged by whether dvc.yaml lets DVC cache and push it."""
-    uncached = _uncached_paths(spec)
-    return [
-        Output(
-            stage=stage,
-            path=out["path"],
-            md5=out["md5"],
-            legacy=out.get("hash") != "md5",
-            cached=out["path"] not in uncached,
-        )
-        for stage, entry in (lock.get("stages") or {}).items()
-        for out in entry.get("outs") or []
-        if "md5" in out
-    ]
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def lock_params(lock: dict) -> dict:
-    """The params the stages ran with, as dotted keys, merged over all stages of dvc.lock."""
-    params: dict = {}
-    for entry in (lock.get("stages") or {}).values():
-        for values in (entry.get("params") or {}).values():
-            params.update(_flatten(values))
-    return dict(sorted(params.items()))
-
-
-def committed_lock(repo: str | Path, rev: str) -> tuple[dict, dict]:
-    """dvc.lock and dvc.yaml as committed at `rev`; an error if the pipeline never ran there."""
-    lock_text = git_show(repo, rev, "dvc.lock")
-    if lock_text is None:
-        raise PipelineError(
-            f"{rev} has no dvc.lock: its pipeline was not run and committed "
-            "(`dvc repro`, then commit dvc.lock)"
-        )
-    spec_text = git_show(repo, rev, "dvc.yaml") or "{}"
-    return yaml.safe_load(lock_text) or {}, yaml.safe_load(spec_text) or {}
 
 
 def training_environment(record: dict | None) -> dict:
@@ -137,8 +61,8 @@ def lineage_at(repo: str | Path, rev: str) -> dict:
     """What made the model committed at `rev`: code commit, data and model hashes, params,
     the training environment and the locks committed beside it."""
     commit = resolve_rev(repo, rev)
-    lock, spec = committed_lock(repo, rev)
-    outputs = lock_outputs(lock, spec)
+    lock, spec = dvcfiles.committed(repo, rev)
+    outputs = dvcfiles.lock_outputs(lock, spec)
 
     def hashes(stages: tuple[str, ...]) -> dict:
         return {o.path: o.md5 for o in outputs if o.stage in stages and o.cached}
@@ -148,7 +72,7 @@ def lineage_at(repo: str | Path, rev: str) -> dict:
         "commit": commit,
         "data": hashes(DATA_STAGES),
         "model": hashes(MODEL_STAGES),
-        "params": lock_params(lock),
+        "params": dvcfiles.lock_params(lock),
         "environment": committed_environment(repo, rev),
         "locks": committed_locks(repo, rev),
     }

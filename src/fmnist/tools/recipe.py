@@ -7,7 +7,6 @@ comparable DVC experiment: `dvc exp run $(fmnist recipe writeup)`.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from fmnist.errors import ParamsError, report_errors
-from fmnist.params import Params, params_from_dict
+from fmnist.params import Params, params_from_dict, with_overrides
 
 
 def load_recipes(path: str | Path = "recipes.yaml") -> dict[str, dict]:
@@ -27,26 +26,12 @@ def load_recipes(path: str | Path = "recipes.yaml") -> dict[str, dict]:
     return recipes
 
 
-def apply(base: dict, overrides: dict) -> dict:
-    """`base` (a params mapping) with dotted-key `overrides` set; unknown keys are errors."""
-    out = copy.deepcopy(base)
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = out
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            raise ParamsError(f"'{dotted}' is not a key of params.yaml")
-        node[leaf] = value
-    return out
-
-
 def recipe_params(name: str, recipes: dict, base: dict) -> Params:
     """The validated params of recipe `name` on top of `base`."""
     if name not in recipes:
         raise ParamsError(f"no recipe '{name}'; recipes: {', '.join(recipes)}")
     try:
-        overrides = apply(base, recipes[name])
+        overrides = with_overrides(base, recipes[name])
     except ParamsError as err:
         raise ParamsError(f"recipe '{name}': {err}") from err
     return params_from_dict(overrides)
@@ -77,10 +62,16 @@ def set_arguments(overrides: dict) -> list[str]:
 
 @report_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fmnist recipe", description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="recipe to print (omit to list them)")
-    parser.add_argument("--recipes", default="recipes.yaml")
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument(
+        "--recipes", default="recipes.yaml", help="the recipes file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--params",
+        default="params.yaml",
+        help="the params the recipe is checked on top of (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     recipes = load_recipes(args.recipes)
     if args.name is None:

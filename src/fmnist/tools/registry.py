@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 
 from fmnist.errors import ParamsError, PipelineError, report_errors
-from fmnist.params import params_from_dict, params_to_dict
+from fmnist.git import git
+from fmnist.params import flatten, params_from_dict, params_to_dict
 
 # The name of the model in `dvc.yaml` `artifacts:` and in its GTO tags.
 ARTIFACT = "fashion-mnist-cnn"
@@ -66,16 +67,6 @@ def registered_versions(tags: list[str], artifact: str = ARTIFACT) -> dict[Versi
         name, _, version = tag.strip().partition("@")
         if name == artifact and re.fullmatch(r"v\d+\.\d+\.\d+", version):
             out[parse_version(version)] = tag.strip()
-    return out
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as {dotted key: leaf value}."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
     return out
 
 
@@ -140,16 +131,9 @@ def propose(latest: Version | None, latest_params: dict | None, params: dict) ->
     return Proposal(bump(latest, level), level, changes)
 
 
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise PipelineError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
 def params_at(repo: Path, rev: str, params_file: str = "params.yaml") -> dict:
     """The params file as committed at `rev`."""
-    return yaml.safe_load(_git(repo, "show", f"{rev}:{params_file}")) or {}
+    return yaml.safe_load(git(repo, "show", f"{rev}:{params_file}")) or {}
 
 
 def fetch_package(
@@ -188,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         params = yaml.safe_load(Path(args.params).read_text()) or {}
     except FileNotFoundError:
         raise PipelineError(f"{args.params}: not found; run from the repository root") from None
-    versions = registered_versions(_git(args.repo, "tag", "--list", f"{ARTIFACT}@*").split())
+    versions = registered_versions(git(args.repo, "tag", "--list", f"{ARTIFACT}@*").split())
     if not versions:
         proposal = propose(None, None, params)
         print(f"no version of {ARTIFACT} is registered yet", file=sys.stderr)
@@ -196,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         latest = max(versions)
         proposal = propose(latest, params_at(args.repo, versions[latest]), params)
         print(f"latest: {versions[latest]}; change: {proposal.level}", file=sys.stderr)
-        if _git(args.repo, "rev-list", "-n1", versions[latest]) == _git(
+        if git(args.repo, "rev-list", "-n1", versions[latest]) == git(
             args.repo, "rev-parse", "HEAD"
         ):
             print(f"note: HEAD is already {versions[latest]}", file=sys.stderr)

@@ -19,18 +19,15 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import yaml
-
+from fmnist import dvcfiles
 from fmnist.errors import PipelineError, report_errors
-from fmnist.git import resolve_rev
-from fmnist.tools.lineage import committed_lock, lock_outputs
+from fmnist.git import git, git_show, resolve_rev
 
 # gcsfs >= 2025 asks a gRPC control API for the bucket's layout on first use; an endpoint
 # other than Google's (fake-gcs-server, a proxy) does not answer it and every lookup waits
@@ -71,24 +68,17 @@ def referenced_objects(repo: str | Path, rev: str) -> list[CacheObject]:
     """Every cached output that dvc.lock and the `.dvc` files committed at `rev` reference."""
     commit = resolve_rev(repo, rev)
     objects: list[CacheObject] = []
-    with contextlib.suppress(PipelineError):  # a repo of `.dvc` files only has no dvc.lock
-        lock, spec = committed_lock(repo, commit)
+    if git_show(repo, commit, dvcfiles.LOCK) is not None:  # a repo of `.dvc` files has none
+        lock, spec = dvcfiles.committed(repo, commit)
         objects += [
-            CacheObject(o.path, o.md5, o.legacy) for o in lock_outputs(lock, spec) if o.cached
+            CacheObject(o.path, o.md5, o.legacy)
+            for o in dvcfiles.lock_outputs(lock, spec)
+            if o.cached
         ]
-    tracked = subprocess.run(
-        ["git", "ls-tree", "-r", "--name-only", commit],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    for name in tracked:
+    for name in git(repo, "ls-tree", "-r", "--name-only", commit).splitlines():
         if name.endswith(".dvc"):
-            text = subprocess.run(
-                ["git", "show", f"{commit}:{name}"], cwd=repo, capture_output=True, text=True
-            ).stdout
-            objects += dvcfile_objects(yaml.safe_load(text) or {}, name)
+            text = git_show(repo, commit, name)
+            objects += dvcfile_objects(dvcfiles.parse(text, f"{name} at {rev}"), name)
     return sorted(set(objects), key=lambda o: (o.path, o.md5))
 
 
@@ -183,7 +173,7 @@ def remote_errors(name: str, url: str) -> Iterator[None]:
             raise RemoteError(
                 f"remote '{name}' ({url}): access denied ({text}). Set credentials: "
                 f"`dvc remote modify --local {name} credentialpath KEY.json` or "
-                "`gcloud auth application-default login` (see README: Remotes)"
+                "`gcloud auth application-default login`"
             ) from None
         raise RemoteError(
             f"remote '{name}' ({url}): {text}. Check the remote's config "

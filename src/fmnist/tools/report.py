@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from fmnist import atomic
+from fmnist import atomic, dvcfiles
 from fmnist.errors import PipelineError, report_errors
+from fmnist.git import commit_of, git, git_show, is_repo
+from fmnist.tables import markdown_table
 from fmnist.tools.lineage import TRAIN_RECORD, training_environment
 
 WORKSPACE = "workspace"
-LOCK = "dvc.lock"
+LOCK = dvcfiles.LOCK
 PER_CLASS = "metrics/per_class.csv"
 # Shown side by side, base then new: title -> path.
 FIGURES = {
@@ -63,10 +64,7 @@ class Side:
         if self.commit is None:
             file = self.root / path
             return file.read_bytes() if file.is_file() else None
-        proc = subprocess.run(
-            ["git", "show", f"{self.commit}:./{path}"], cwd=self.root, capture_output=True
-        )
-        return proc.stdout if proc.returncode == 0 else None
+        return git_show(self.root, self.commit, f"./{path}", binary=True)
 
     @property
     def title(self) -> str:
@@ -85,19 +83,15 @@ class Snapshot:
     environment: dict  # the training record's environment fields (lineage.training_environment)
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-
-
 def resolve(rev: str, root: Path) -> Side:
     """The side a rev names: the workspace, a git rev, or a DVC experiment's name."""
     if rev == WORKSPACE:
         return Side(WORKSPACE, None, root)
-    proc = _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    if proc.returncode == 0:
-        return Side(rev, proc.stdout.strip(), root)
+    commit = commit_of(root, rev)
+    if commit is not None:
+        return Side(rev, commit, root)
     # An experiment lives at refs/exps/<base commit>/<name>; git alone does not know the name.
-    refs = _git(root, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").stdout
+    refs = git(root, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps")
     found = {
         sha for sha, ref in (line.split() for line in refs.splitlines()) if ref.endswith(f"/{rev}")
     }
@@ -112,10 +106,7 @@ def resolve(rev: str, root: Path) -> Side:
 
 def lock_versions(lock: bytes | None) -> dict[str, str | None]:
     """The md5 of each VERSIONED output in a `dvc.lock` (None where the lock lacks it)."""
-    stages = (yaml.safe_load(lock) or {}).get("stages", {}) if lock else {}
-    found = {
-        out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs", [])
-    }
+    found = {out.path: out.md5 for out in dvcfiles.lock_outputs(dvcfiles.parse(lock))}
     return {path: found.get(path) for path in VERSIONED.values()}
 
 
@@ -180,13 +171,6 @@ def fmt_change(old, new) -> str:
     change = new - old
     relative = f" ({change / abs(old):+.1%})" if old else ""
     return f"{change:+.4g}{relative}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + [
-        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
-    ]
 
 
 def diff_rows(diff: dict) -> list[list[str]]:
@@ -261,12 +245,12 @@ def render(
     metric_rows = diff_rows(metrics_diff)
     lines += ["## Metrics", ""]
     header = ["file", "metric", base.title, new.title, "change"]
-    lines += _table(header, metric_rows) if metric_rows else ["No metric changed."]
+    lines.append(markdown_table(header, metric_rows) if metric_rows else "No metric changed.")
 
     param_rows = [row[:4] for row in diff_rows(params_diff)]
     lines += ["", "## Params", ""]
     header = ["file", "param", base.title, new.title]
-    lines += _table(header, param_rows) if param_rows else ["No param changed."]
+    lines.append(markdown_table(header, param_rows) if param_rows else "No param changed.")
 
     lines += ["", f"## Per-class F1 changes of at least {threshold:g}", ""]
     changes = per_class_changes(base.per_class, new.per_class, threshold)
@@ -280,11 +264,11 @@ def render(
             [r["class"], f"{r['f1_base']:.3f}", f"{r['f1_new']:.3f}", f"{r['change']:+.3f}"]
             for _, r in changes.iterrows()
         ]
-        lines += _table(["class", base.title, new.title, "change"], rows)
+        lines.append(markdown_table(["class", base.title, new.title, "change"], rows))
 
     assets: dict[str, bytes] = {}
     for title, path in FIGURES.items():
-        lines += ["", f"## {title}", "", f"| {base.title} | {new.title} |", "|---|---|"]
+        lines += ["", f"## {title}", ""]
         cells = []
         for side, snap in (("base", base), ("new", new)):
             png = snap.figures.get(path)
@@ -294,7 +278,7 @@ def render(
             name = asset_name(side, path)
             assets[name] = png
             cells.append(f"![{title}: {snap.title}]({assets_dir}/{name})")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_table([base.title, new.title], [cells]))
 
     lines += ["", "## Data and model versions", ""]
     rows = []
@@ -310,7 +294,7 @@ def render(
                 same,
             ]
         )
-    lines += _table(["", "path", base.title, new.title, ""], rows)
+    lines.append(markdown_table(["", "path", base.title, new.title, ""], rows))
     lines += ["", f"The DVC hashes are those in each side's `{LOCK}`.", ""]
 
     lines += ["## Training environment", ""]
@@ -324,7 +308,7 @@ def render(
         ]
         for key in base.environment
     ]
-    lines += _table(["", base.title, new.title, ""], rows)
+    lines.append(markdown_table(["", base.title, new.title, ""], rows))
     lines += [
         "",
         f"From each side's `{TRAIN_RECORD}`: library versions, the lock the environment was "
@@ -385,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     root = Path.cwd()
-    if _git(root, "rev-parse", "--git-dir").returncode != 0:
+    if not is_repo(root):
         raise PipelineError(
             f"{root} is not in a git repository: run `fmnist report` in the project"
         )

@@ -18,21 +18,22 @@ through DVC, so the lineage of a cloud-trained model is the same as that of a lo
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import re
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import pydantic
 import yaml
+from pydantic import Field
+from pydantic_core import PydanticCustomError
 
-from fmnist import atomic
+from fmnist import atomic, dvcfiles
 from fmnist.errors import PipelineError, report_errors
 
 # GPUs Vertex AI custom training offers (AcceleratorType in the Vertex AI REST reference).
-ACCELERATOR_TYPES = (
+AcceleratorType = Literal[
+    "",  # CPU only
     "NVIDIA_TESLA_T4",
     "NVIDIA_TESLA_P4",
     "NVIDIA_TESLA_P100",
@@ -43,59 +44,108 @@ ACCELERATOR_TYPES = (
     "NVIDIA_H100_80GB",
     "NVIDIA_H100_MEGA_80GB",
     "NVIDIA_H200_141GB",
-)
+]
+ACCELERATOR_TYPES = get_args(AcceleratorType)[1:]
 # GPUs per machine that Compute Engine machine types come with.
 ACCELERATOR_COUNTS = (1, 2, 4, 8, 16)
-_SERVICE_ACCOUNT = re.compile(
-    r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com$"
-)
-_IMAGE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$")
+_SERVICE_ACCOUNT = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com$"
+_IMAGE = r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$"
+_GCS_DIR = r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$"
+
+# What each field must be, in the words of an error message.
+_EXPECTED = {
+    "image": "expected a registry path with a tag or digest, "
+    "e.g. us-docker.pkg.dev/PROJECT/REPO/fmnist-train:v1",
+    "service_account": "expected NAME@PROJECT.iam.gserviceaccount.com "
+    "(a dedicated account, not the default one)",
+    "output_dir": "expected gs://BUCKET[/PATH]",
+    "accelerator_type": f"one of {', '.join(ACCELERATOR_TYPES)}",
+    "workers": "at least 1",
+    "boot_disk_gb": "Vertex AI needs at least 100",
+}
+_TYPE_ERRORS = {"string_type": "expected a string", "int_type": "expected an integer"}
 
 
-@dataclass(frozen=True)
-class JobConfig:
-    """Everything the job spec needs; the fields a profile in `vertex.yaml` may set are sizes."""
+class JobConfig(pydantic.BaseModel):
+    """Everything the job spec needs; the fields a profile in `vertex.yaml` may set are sizes.
 
-    image: str = ""  # the training image, e.g. us-docker.pkg.dev/PROJECT/REPO/fmnist-train:TAG
-    service_account: str = ""  # NAME@PROJECT.iam.gserviceaccount.com, the job's own identity
-    output_dir: str = ""  # gs://BUCKET/PATH: the job's baseOutputDirectory
+    Checked when made: a field Vertex AI would reject, or one left unset, is an error (made
+    with `job_config`, a `PipelineError` naming the flag or profile, every problem at once)."""
+
+    model_config = pydantic.ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        validate_default=True,  # an unset image, account or output dir is an error too
+        use_attribute_docstrings=True,
+    )
+
+    image: Annotated[str, Field(pattern=_IMAGE)] = ""
+    """The training image, e.g. us-docker.pkg.dev/PROJECT/REPO/fmnist-train:TAG."""
+    service_account: Annotated[str, Field(pattern=_SERVICE_ACCOUNT)] = ""
+    """NAME@PROJECT.iam.gserviceaccount.com, the job's own identity."""
+    output_dir: Annotated[str, Field(pattern=_GCS_DIR)] = ""
+    """gs://BUCKET/PATH: the job's baseOutputDirectory."""
     machine_type: str = "n1-standard-8"
-    accelerator_type: str = ""  # "" for CPU only
+    """The Compute Engine machine type of every replica."""
+    accelerator_type: AcceleratorType = ""
+    """The GPU of every replica ("" for CPU only)."""
     accelerator_count: int = 0
-    workers: int = 1  # machines; more than one trains with MultiWorkerMirroredStrategy
-    boot_disk_gb: int = 100
-    remote: str = ""  # the DVC remote to pull from and push to ("" = the default remote)
+    """GPUs per replica: 1, 2, 4, 8 or 16 with an accelerator type, else 0."""
+    workers: Annotated[int, Field(ge=1)] = 1
+    """Machines; more than one trains with MultiWorkerMirroredStrategy."""
+    boot_disk_gb: Annotated[int, Field(ge=100)] = 100
+    """Boot disk size of every replica, in GB."""
+    remote: str = ""
+    """The DVC remote to pull from and push to ("" = the default remote)."""
+
+    @pydantic.model_validator(mode="after")
+    def _accelerators(self) -> JobConfig:
+        if self.accelerator_type and self.accelerator_count not in ACCELERATOR_COUNTS:
+            raise PydanticCustomError(
+                "job_rule",
+                "--accelerator-count {count}: one of 1, 2, 4, 8, 16",
+                {"count": self.accelerator_count},
+            )
+        if not self.accelerator_type and self.accelerator_count:
+            raise PydanticCustomError("job_rule", "--accelerator-count without --accelerator-type")
+        return self
 
 
-def check(job: JobConfig) -> None:
-    """Raise `PipelineError` naming every field that Vertex AI would reject (or that is unset)."""
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _help(info: pydantic.fields.FieldInfo) -> str:
+    default = f" (default: {info.default})" if info.default not in ("", None) else ""
+    text = (info.description or "").rstrip(".")
+    return f"{text}{default}; overrides the profile".replace("%", "%%")
+
+
+def _invalid(exc: pydantic.ValidationError, origins: dict[str, str]) -> str:
+    """The job's problems, each naming the flag (or the profile) that set the value."""
     problems = []
-    if not _IMAGE.match(job.image):
-        problems.append(
-            f"--image {job.image!r}: expected a registry path with a tag or digest, "
-            "e.g. us-docker.pkg.dev/PROJECT/REPO/fmnist-train:v1"
-        )
-    if not _SERVICE_ACCOUNT.match(job.service_account):
-        problems.append(
-            f"--service-account {job.service_account!r}: expected "
-            "NAME@PROJECT.iam.gserviceaccount.com (a dedicated account, not the default one)"
-        )
-    if not re.match(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$", job.output_dir):
-        problems.append(f"--output-dir {job.output_dir!r}: expected gs://BUCKET[/PATH]")
-    if job.accelerator_type and job.accelerator_type not in ACCELERATOR_TYPES:
-        problems.append(
-            f"--accelerator-type {job.accelerator_type!r}: one of {', '.join(ACCELERATOR_TYPES)}"
-        )
-    if job.accelerator_type and job.accelerator_count not in ACCELERATOR_COUNTS:
-        problems.append(f"--accelerator-count {job.accelerator_count}: one of 1, 2, 4, 8, 16")
-    if not job.accelerator_type and job.accelerator_count:
-        problems.append("--accelerator-count without --accelerator-type")
-    if job.workers < 1:
-        problems.append(f"--workers {job.workers}: at least 1")
-    if job.boot_disk_gb < 100:
-        problems.append(f"--boot-disk-gb {job.boot_disk_gb}: Vertex AI needs at least 100")
-    if problems:
-        raise PipelineError("the job is not valid:\n" + "\n".join(f"  - {p}" for p in problems))
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = origins.get(field, _flag(field))
+        if error["type"] == "job_rule":
+            problems.append(error["msg"])
+        elif error["type"] in ("extra_forbidden", "invalid_key"):
+            valid = ", ".join(JobConfig.model_fields)
+            problems.append(f"{where}: unknown key {field!r}; valid keys: {valid}")
+        else:
+            expected = _TYPE_ERRORS.get(error["type"]) or _EXPECTED.get(field, error["msg"])
+            problems.append(f"{where} {error['input']!r}: {expected}")
+    return "the job is not valid:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def job_config(settings: dict[str, Any], origins: dict[str, str] | None = None) -> JobConfig:
+    """`settings` as a checked `JobConfig`; a problem with a value a profile set names the
+    profile (`origins`: field -> where it was set), any other names its flag."""
+    try:
+        return JobConfig.model_validate(settings)
+    except pydantic.ValidationError as exc:
+        raise PipelineError(_invalid(exc, origins or {})) from None
 
 
 def container_script(train_cmd: str, remote: str = "") -> str:
@@ -118,7 +168,6 @@ fi
 
 def render(job: JobConfig, train_cmd: str) -> dict[str, Any]:
     """The CustomJobSpec: the chief's pool, then (with several workers) the other workers'."""
-    check(job)
     machine: dict[str, Any] = {"machineType": job.machine_type}
     if job.accelerator_type:
         machine |= {
@@ -169,28 +218,27 @@ def to_yaml(spec: dict[str, Any]) -> str:
 
 
 def load_profile(path: Path, name: str) -> dict[str, Any]:
-    """The sizes profile `name` in `path` sets, checked against `JobConfig`'s fields."""
+    """The settings profile `name` in `path` sets (checked with the flags, by `job_config`)."""
     try:
         profiles = yaml.safe_load(path.read_text())["profiles"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise PipelineError(f"{path}: cannot read its `profiles` ({exc})") from None
+    if not isinstance(profiles, dict):
+        raise PipelineError(f"{path}: `profiles` is not a mapping of names to settings")
     if name not in profiles:
         raise PipelineError(f"{path}: no profile {name!r}; there are {', '.join(profiles)}")
-    types = {f.name: type(f.default) for f in dataclasses.fields(JobConfig)}
-    for key, value in profiles[name].items():
-        if key not in types:
-            raise PipelineError(f"{path}: {name}.{key}: unknown; valid keys: {', '.join(types)}")
-        if type(value) is not types[key]:
-            raise PipelineError(f"{path}: {name}.{key}: expected {types[key].__name__}")
-    return profiles[name]
+    profile = profiles[name]
+    if not isinstance(profile, dict):
+        raise PipelineError(f"{path}: profile {name!r} is not a mapping of settings")
+    return profile
 
 
 def stage_command(dvc_yaml: Path, stage: str = "train") -> str:
     """The command of `stage` in `dvc.yaml`: what the non-chief workers run."""
-    try:
-        return " ".join(yaml.safe_load(dvc_yaml.read_text())["stages"][stage]["cmd"].split())
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise PipelineError(f"{dvc_yaml}: no `{stage}` stage command ({exc})") from None
+    commands = dvcfiles.stage_commands(dvcfiles.read_spec(dvc_yaml))
+    if stage not in commands:
+        raise PipelineError(f"{dvc_yaml}: no `{stage}` stage command")
+    return commands[stage]
 
 
 @report_errors
@@ -199,18 +247,32 @@ def main(argv: list[str] | None = None) -> int:
         prog="fmnist vertex-job", description=__doc__.splitlines()[0].split(": ", 1)[1]
     )
     parser.add_argument("--profile", help="a machine profile in --profiles (flags override it)")
-    parser.add_argument("--profiles", type=Path, default=Path("vertex.yaml"))
-    parser.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
+    parser.add_argument(
+        "--profiles",
+        type=Path,
+        default=Path("vertex.yaml"),
+        help="the file of machine profiles (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dvc-yaml",
+        type=Path,
+        default=Path("dvc.yaml"),
+        help="where the workers' train command is read (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, help="write the spec here (default: stdout)")
-    for f in dataclasses.fields(JobConfig):
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, type=type(f.default), dest=f.name, default=None)
+    for name, info in JobConfig.model_fields.items():
+        kind = int if info.annotation is int else str  # a Literal of strings: a string
+        parser.add_argument(_flag(name), type=kind, dest=name, default=None, help=_help(info))
     args = parser.parse_args(argv)
 
     settings = load_profile(args.profiles, args.profile) if args.profile else {}
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(JobConfig)}
-    settings |= {k: v for k, v in flags.items() if v is not None}
-    spec = render(JobConfig(**settings), stage_command(args.dvc_yaml))
+    origins = {str(key): f"{args.profiles}: profile {args.profile!r}, {key}" for key in settings}
+    flags = {name: getattr(args, name) for name in JobConfig.model_fields}
+    for key, value in flags.items():
+        if value is not None:
+            settings[key] = value
+            origins.pop(key, None)
+    spec = render(job_config(settings, origins), stage_command(args.dvc_yaml))
     text = to_yaml(spec)
     if args.out:
         atomic.write_text(args.out, text)

@@ -58,9 +58,8 @@ def resolve_precision(requested: str, has_gpu: bool, flags: set[str]) -> str:
     """The Keras dtype policy for `train.precision`; `auto` picks by measurement per device.
 
     float16 mixed precision is the fast path on GPUs. On CPUs bfloat16 pays off where the CPU
-    computes it: AMX, or AVX-512 BF16 (on a 2-core Zen 4, 1.46x float32's training throughput
-    for the notebook's model; the README has the figures). Elsewhere it is emulated and slower
-    than float32.
+    computes it: AMX, or AVX-512 BF16. Elsewhere it is emulated and slower than float32
+    (docs/measurements.md has the figures).
     """
     if requested != "auto":
         return requested
@@ -71,26 +70,39 @@ def resolve_precision(requested: str, has_gpu: bool, flags: set[str]) -> str:
     return "float32"
 
 
+def device_name() -> str:
+    """The devices TensorFlow computes on: its GPUs by name, else the CPU and its cores."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = [
+            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
+        ]
+        return f"GPU x{len(gpus)} ({', '.join(details)})"
+    return f"CPU ({cpu_model()}, {os.cpu_count()} cores)"
+
+
+def machine() -> dict:
+    """The record of the machine and software a stage runs on (training, packaging)."""
+    return {
+        "device": device_name(),
+        "onednn": onednn_enabled(),  # moves CPU speed both ways (docs/measurements.md)
+        **environment.record(),
+        "platform": platform.platform(),
+    }
+
+
 def setup(p: TrainParams) -> dict:
     """Seed everything, set determinism and precision; return what ran where, for the record."""
     keras.utils.set_random_seed(p.seed)
     if p.deterministic:
         tf.config.experimental.enable_op_determinism()
-    gpus = tf.config.list_physical_devices("GPU")
-    precision = resolve_precision(p.precision, bool(gpus), cpu_flags())
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    precision = resolve_precision(p.precision, has_gpu, cpu_flags())
     keras.mixed_precision.set_global_policy(precision)
-    if gpus:
-        details = [
-            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
-        ]
-        device = f"GPU x{len(gpus)} ({', '.join(details)})"
-    else:
-        device = f"CPU ({cpu_model()}, {os.cpu_count()} cores)"
+    record = machine()
     return {
-        "device": device,
+        "device": record.pop("device"),
         "precision": precision,
         "deterministic": p.deterministic,
-        "onednn": onednn_enabled(),
-        **environment.record(),
-        "platform": platform.platform(),
+        **record,
     }

@@ -14,8 +14,8 @@ already runs there); `one_device` pins everything to the first GPU (or the CPU) 
 `train.batch_size` is the batch of ONE replica: the global batch is that times the number of
 replicas, so each GPU sees the same batch whatever the cluster. The learning rate is scaled
 by the same factor (the linear scaling rule, Goyal et al. 2017, "Accurate, Large Minibatch
-SGD") when `train.scale_lr_with_replicas` is true. With one replica neither changes, so a
-single-device run is the same run it was before strategies existed.
+SGD") when `train.scale_lr_with_replicas` is true. With one replica neither changes: a
+single-device run is a plain `model.fit`.
 
 Every worker of a multi-worker job runs the same `train` stage command; `TF_CONFIG` (set by
 Vertex AI, or by hand) tells each which one it is. Only the chief writes the stage's outputs.

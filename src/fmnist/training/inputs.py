@@ -23,8 +23,8 @@ from fmnist.params import AugmentParams
 # Batches prepared ahead of the model, and in parallel: fixed, not tuned by tf.data. With
 # tf.data's autotuning on (TensorFlow's default), destroying an iterator waits for the tuning
 # thread's next wake-up, whose period doubles from 10 ms up to a minute, and Keras makes a new
-# iterator every epoch, for training and for validation: measured on a 2-core CPU, a third of
-# each epoch idle (benchmarks/throughput.py compares the two).
+# iterator every epoch, for training and for validation, so epochs would sit idle
+# (benchmarks/throughput.py compares the two; docs/measurements.md has the figures).
 PARALLEL_BATCHES = 2
 
 
