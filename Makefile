@@ -4,7 +4,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATASET_DIR := /usr/share/datasets/fashion-mnist
 BASE ?= main
 
-.PHONY: help dataset install repro test lint format report
+.PHONY: help dataset install repro test test-fast lint format report
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ repro: dataset install ## the main job: install, then run the whole pipeline on 
 
 test: install lint ## lint, then the whole test suite (offline)
 	$(PYTHON) -m pytest
+
+test-fast: ## unit and contract tests only: no training, no dvc runs (about a minute)
+	$(PYTHON) -m pytest -m "not slow"
 
 lint: ## lint only (code, and the CI workflows against GitHub's schema)
 	$(PYTHON) -m ruff check .
