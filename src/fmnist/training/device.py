@@ -1,4 +1,11 @@
-"""The machine a stage runs on: seeding, determinism, precision, and a record of it all."""
+"""The machine a stage runs on: seeding, determinism, precision, and a record of it all.
+
+A training run's record has two parts. The model's numbers (`MODEL_FIELDS`) are a DVC metric,
+`metrics/train.json`: they change only when the model does. Everything else (device,
+precision, strategy, library versions, time and speed) differs between two machines that train
+the same model, so the whole record goes to `metrics/runs/train.json`, a plain output that
+`dvc metrics diff` does not read and the PR report compares on its own.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from fmnist.params import TrainParams
 CPUINFO = Path("/proc/cpuinfo")
 # CPU flags of native bfloat16 arithmetic: AMX tiles, or AVX-512's bfloat16 dot products.
 BFLOAT16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+# The fields of a training record that describe the model it made.
+MODEL_FIELDS = ("parameters", "epochs_run")
 
 
 def cpu_info() -> dict[str, str]:
@@ -90,3 +99,36 @@ def setup(p: TrainParams) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+
+
+def training_record(
+    runtime: dict,
+    *,
+    global_batch_size: int,
+    learning_rate: float,
+    parameters: int,
+    epochs_run: int,
+    resumed_after_epoch: int,
+    seconds: float,
+    images_trained: int,
+) -> dict:
+    """The record of one training run: `runtime` (what `setup` and the strategy's placement
+    report), the settings it resolved, the model it made, and its time and speed.
+
+    Time and speed are of this process only: a resumed run's epochs after the resume.
+    """
+    return {
+        **runtime,
+        "global_batch_size": global_batch_size,
+        "learning_rate": learning_rate,
+        "parameters": parameters,
+        "epochs_run": epochs_run,
+        "resumed_after_epoch": resumed_after_epoch,
+        "train_seconds": round(seconds, 1),
+        "images_per_second": round(images_trained / seconds, 1),
+    }
+
+
+def model_metrics(record: dict) -> dict:
+    """The part of a training record that is about the model (the `train` stage's metric)."""
+    return {key: record[key] for key in MODEL_FIELDS}
