@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import helpers
 from helpers import ROOT, dvc, git, run
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -177,13 +178,9 @@ def test_a_block_is_skipped_only_when_it_says_what_it_needs(page):
             assert not marks, f"{block.where}: `# needs:` must be the block's first line"
 
 
-def make_targets() -> set[str]:
-    return set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
-
-
 def test_make_targets_in_the_docs_exist():
     """`make X` cannot run inside the suite (`make test` would run it again): X must exist."""
-    targets = make_targets()
+    targets = helpers.make_targets()
     for page in PAGES:
         for block in blocks(page):
             if block.lang != "bash":
