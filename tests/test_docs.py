@@ -178,6 +178,15 @@ def test_a_block_is_skipped_only_when_it_says_what_it_needs(page):
             assert not marks, f"{block.where}: `# needs:` must be the block's first line"
 
 
+def test_model_versions_in_the_docs_name_the_registered_artifact():
+    """A version tag is ARTIFACT@vX.Y.Z for an artifact dvc.yaml declares (not `model@v1.0.0`)."""
+    artifacts = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"])
+    for page in PAGES:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            for name in re.findall(r"([\w.-]+)@v\d+\.\d+\.\d+", line):
+                assert name in artifacts, f"{relative(page)}:{number}: no artifact {name!r}"
+
+
 def test_make_targets_in_the_docs_exist():
     """`make X` cannot run inside the suite (`make test` would run it again): X must exist."""
     targets = helpers.make_targets()
@@ -207,7 +216,7 @@ def after_make_repro(reproduced_repo, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("docs")
     repo = base / "repo"
     shutil.copytree(reproduced_repo, repo, symlinks=True)
-    for name in ("recipes.yaml", "vertex.yaml", ".gto", ".dvc/config"):
+    for name in ("Makefile", "recipes.yaml", "vertex.yaml", ".gto", ".dvc/config"):
         shutil.copy(ROOT / name, repo / name)
     git("branch", "-M", "main", cwd=repo)
     git("add", "-A", cwd=repo)
@@ -228,7 +237,10 @@ def after_make_repro(reproduced_repo, tmp_path_factory) -> Path:
 def page_env(bin_dir: Path) -> dict[str, str]:
     """The shell a reader has: this project's tools first on PATH, its code on PYTHONPATH."""
     path = [str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
-    env = {k: v for k, v in os.environ.items() if k != "FMNIST_VERBOSE"}
+    # Without this suite's log settings: the output is what a reader sees.
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("FMNIST_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")
+    }
     return {**env, "PATH": os.pathsep.join(path), "PYTHONPATH": str(ROOT / "src")}
 
 

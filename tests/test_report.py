@@ -286,3 +286,16 @@ def test_outside_a_git_repository_it_says_so(tmp_path):
     proc = fmnist("report", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "is not in a git repository" in proc.stderr
     assert not (tmp_path / "report.md").exists()
+
+
+def test_the_summary_docs_review_md_shows_is_what_the_report_writes():
+    base = snap("main", M1, [0.5] * 10, scores=TEN_THOUSAND)
+    new = snap(
+        "workspace", M2, [0.5] * 10, scores=TEN_THOUSAND, run={**RUN, "precision": "float32"}
+    )
+    metrics_diff = {"metrics/eval.json": {"test.accuracy": {"old": 0.9438, "new": 0.945}}}
+    params_diff = {"params.yaml": {"train.epochs": {"old": 30, "new": 50}}}
+    lines = report.summary(base, new, metrics_diff, params_diff)
+    documented = (helpers.ROOT / "docs" / "review.md").read_text()
+    for line in lines:
+        assert line in documented, line
