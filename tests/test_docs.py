@@ -59,6 +59,7 @@ class Block:
 
     @property
     def where(self) -> str:
+        """`page:line` of the block's opening fence."""
         return f"{self.page.relative_to(ROOT)}:{self.line}"
 
     @property
@@ -89,6 +90,7 @@ def blocks(page: Path) -> list[Block]:
 
 
 def relative(page: Path) -> str:
+    """A page's path from the repository root."""
     return str(page.relative_to(ROOT))
 
 
@@ -202,10 +204,12 @@ def test_make_targets_in_the_docs_exist():
 
 
 def runnable(page: Path) -> list[Block]:
+    """The blocks of a page that run: ```bash without `# needs:`."""
     return [b for b in blocks(page) if b.lang == "bash" and b.needs is None]
 
 
 def executable(path: Path, text: str) -> None:
+    """Write a script that anyone may run."""
     path.write_text(text)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
