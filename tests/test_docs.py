@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -259,8 +260,9 @@ def test_the_commands_of_a_page_run(page, after_make_repro, tmp_path):
     try:
         run_blocks(runnable(page), repo, env)
     finally:
-        # A block may have started DVC's queue worker (`dvc exp run --run-all` leaves it idle).
-        dvc("queue", "stop", "--kill", cwd=repo, check=False, env=env)
+        if (repo / ".dvc" / "tmp" / "exps" / "celery").exists():
+            # A block started DVC's queue worker, which outlives it: stop it.
+            dvc("queue", "stop", "--kill", cwd=repo, check=False, env=env)
 
 
 def run_blocks(page_blocks: list[Block], repo: Path, env: dict[str, str]) -> None:
@@ -272,19 +274,26 @@ def run_blocks(page_blocks: list[Block], repo: Path, env: dict[str, str]) -> Non
         script.write_text(block.text)
         log = base / f"block-{number}.log"
         # Output to a file: a command may leave a process behind (`dvc queue start`'s worker)
-        # that holds a pipe open.
+        # that holds a pipe open. A session of its own, so that a timeout ends all of it.
         with open(log, "w") as out:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 ["bash", "-eo", "pipefail", str(script)],
                 cwd=repo,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                timeout=BLOCK_TIMEOUT_S,
+                start_new_session=True,
             )
-        if proc.returncode != 0:
+            try:
+                code = proc.wait(timeout=BLOCK_TIMEOUT_S)
+                outcome = f"exited {code}" if code else ""
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                outcome = f"did not finish within {BLOCK_TIMEOUT_S} s"
+        if outcome:
             pytest.fail(
-                f"{block.where}: the block exited {proc.returncode}\n{block.text}"
+                f"{block.where}: the block {outcome}\n{block.text}"
                 f"--- its output\n{log.read_text()[-6000:]}",
                 pytrace=False,
             )
