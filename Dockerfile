@@ -1,7 +1,7 @@
 # The training image for Vertex AI custom training: this repository, its locked environment,
-# and nothing else. `fmnist vertex-job` renders the job that runs it (README: "Beyond one
-# machine"). Build it from the repository root after `dvc repro prepare && dvc push`, so that
-# the dvc.lock inside names the prepared data the job pulls from the DVC remote:
+# and nothing else. `fmnist vertex-job` renders the job that runs it (docs/scaling.md, "Vertex
+# AI custom training"). Build it from the repository root after `dvc repro prepare && dvc push`,
+# so that the dvc.lock inside names the prepared data the job pulls from the DVC remote:
 #
 #   docker build -t us-docker.pkg.dev/PROJECT/REPO/fmnist-train:$(git rev-parse --short HEAD) .
 #

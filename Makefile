@@ -16,7 +16,7 @@ ENVIRONMENT := PYTHONPATH=src $(PYTHON) -m fmnist.environment
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 
-.PHONY: help venv dataset repro test lint format report lock
+.PHONY: help venv dataset repro test test-fast lint format report lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ repro: venv dataset ## the main job: the environment and the dataset, then `dvc 
 
 test: venv lint ## lint, then the whole test suite (offline)
 	python -m pytest
+
+test-fast: venv ## unit and contract tests only: no training, no dvc runs (about a minute)
+	python -m pytest -m "not slow"
 
 lint: venv ## lint only (code, and the CI workflows against GitHub's schema)
 	python -m ruff check .

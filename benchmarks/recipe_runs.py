@@ -86,7 +86,7 @@ def experiment(recipe: str, seed: int | None, table: dict, sets: list[str]) -> R
         raise SystemExit(f"`dvc exp run -n {name}` failed (exit {proc.returncode}); see above")
     seconds = time.perf_counter() - start
     scores = json.loads(Path("metrics/eval.json").read_text())
-    record = json.loads(Path("metrics/train.json").read_text())
+    record = json.loads(Path("metrics/runs/train.json").read_text())
     return Run(
         recipe=recipe,
         seed=yaml.safe_load(PARAMS.read_text())["train"]["seed"],  # the experiment's params

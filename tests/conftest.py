@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +41,39 @@ def reproduced_repo(tmp_path_factory):
     repo = helpers.make_tiny_repo(base / "repo", source)
     helpers.dvc("repro", cwd=repo)
     return repo
+
+
+def runs_dvc_or_trains(args) -> bool:
+    """Whether a command line runs `dvc` or the `train` stage (its `--help` does not train)."""
+    argv = args.split() if isinstance(args, str) else [str(a) for a in args]
+    if not argv:
+        return False
+    if Path(argv[0]).name == "dvc" or argv[1:3] == ["-m", "dvc"]:
+        return True
+    stage = [i for i in range(len(argv)) if argv[i : i + 3] == ["-m", "fmnist.stages", "train"]]
+    return bool(stage) and not {"-h", "--help"} & set(argv)
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_neither_trains_nor_runs_dvc(request, monkeypatch):
+    """The fast tier (`make test-fast`: `-m "not slow"`) stays fast because its tests neither
+    train a model nor run `dvc`: in a test not marked slow, either fails, naming the marker."""
+    if request.node.get_closest_marker("slow"):
+        return
+    hint = "; mark the test @pytest.mark.slow"
+    keras = sys.modules.get("keras")  # loaded by the test's imports, if it uses Keras
+
+    if keras is not None:
+
+        def fit(*args, **kwargs):
+            raise AssertionError(f"a fast test trains a model (Model.fit){hint}")
+
+        monkeypatch.setattr(keras.Model, "fit", fit)
+    popen_init = subprocess.Popen.__init__
+
+    def guarded_init(self, args, *more, **kwargs):
+        if runs_dvc_or_trains(args):
+            raise AssertionError(f"a fast test runs {' '.join(map(str, args))!r}{hint}")
+        popen_init(self, args, *more, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded_init)

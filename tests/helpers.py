@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,6 +117,11 @@ def set_params(params_file: Path, overrides: dict) -> None:
     """Set existing dotted keys in a params file (like `dvc exp run -S`)."""
     data = with_overrides(yaml.safe_load(params_file.read_text()), overrides)
     params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def make_targets() -> set[str]:
+    """The targets the project's Makefile defines."""
+    return set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:

@@ -148,6 +148,48 @@ def test_every_data_file_of_the_package_is_installed_with_it():
         assert any(fnmatch.fnmatch(name, p) for p in patterns), f"{name} is not package data"
 
 
+def stage_outputs() -> set[str]:
+    """Every path a stage writes (outs, metrics, plots)."""
+    return {
+        entry if isinstance(entry, str) else next(iter(entry))
+        for stage in STAGES.values()
+        for section in ("outs", "metrics", "plots")
+        for entry in stage.get(section, [])
+    }
+
+
+def plot_files(definition) -> list[str]:
+    """The files a top-level `plots:` entry draws: its y files, or the image it names."""
+    if isinstance(definition, str):
+        return [definition]
+    (spec,) = definition.values()
+    return list(spec["y"])  # {file: column}
+
+
+def test_plots_are_drawn_only_by_the_top_level_definitions_each_file_once():
+    """A stage's `plots:` entry draws its file again with DVC's default line chart (a 10,000-row
+    CSV becomes a line of predicted class against row number): none may have one."""
+    for name, stage in STAGES.items():
+        assert "plots" not in stage, f"stage {name} declares plots: make them plain outs"
+    drawn = [path for definition in DVC_YAML["plots"] for path in plot_files(definition)]
+    assert len(drawn) == len(set(drawn)), "a file is drawn by two plot definitions"
+    outputs = stage_outputs()
+    for path in drawn:  # each is written by a stage, or under a directory one writes
+        assert any(path == out or path.startswith(f"{out}/") for out in outputs), path
+
+
+def test_the_declared_metrics_are_about_the_model():
+    """`dvc metrics diff` between two machines must not list time, device or platform: the run
+    record and the class counts are plain outputs."""
+    metrics = {
+        entry if isinstance(entry, str) else next(iter(entry))
+        for stage in STAGES.values()
+        for entry in stage.get("metrics", [])
+    }
+    assert metrics == {"metrics/eval.json", "metrics/train.json"}
+    assert "metrics/runs/train.json" in stage_outputs()
+
+
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_cli_command_has_a_main(name):
     assert callable(entry_point(COMMANDS[name][0]))

@@ -19,6 +19,8 @@ ASK = (
 )
 
 
+# Each starts TensorFlow in a fresh interpreter (seconds): the slow tier. The unit tests of
+# `launch.configure` below cover the same settings in this process.
 def onednn_in_a_fresh_process(value: str | None) -> str:
     """What `device.onednn_enabled()` says in a new Python with the variable set to `value`."""
     env = {k: v for k, v in os.environ.items() if k != launch.ONEDNN_VARIABLE}
@@ -32,10 +34,12 @@ def onednn_in_a_fresh_process(value: str | None) -> str:
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the default applies to x86-64")
+@pytest.mark.slow
 def test_the_entry_points_turn_onednn_on_on_x86_64():
     assert onednn_in_a_fresh_process(None) == "True"
 
 
+@pytest.mark.slow
 def test_an_explicit_setting_in_the_environment_wins():
     assert onednn_in_a_fresh_process("0") == "False"
 
@@ -89,3 +93,21 @@ def test_training_and_packaging_record_the_machine_the_same_way():
     trained = device.setup(TrainParams(precision="float32", deterministic=False))
     assert trained | record == trained  # the training record is the machine record and more
     assert trained["precision"] == "float32" and trained["deterministic"] is False
+
+
+def test_the_training_record_keeps_the_models_numbers_apart_from_the_run():
+    runtime = {"device": "CPU (AMD EPYC, 2 cores)", "precision": "float32", "replicas": 1}
+    record = device.training_record(
+        runtime,
+        global_batch_size=128,
+        learning_rate=0.003,
+        parameters=96282,
+        epochs_run=3,
+        resumed_after_epoch=1,
+        seconds=2.0,
+        images_trained=1000,
+    )
+    assert record["device"] == runtime["device"] and record["resumed_after_epoch"] == 1
+    assert (record["train_seconds"], record["images_per_second"]) == (2.0, 500.0)
+    # The metric: what the model is, nothing of where or how fast it trained.
+    assert device.model_metrics(record) == {"parameters": 96282, "epochs_run": 3}

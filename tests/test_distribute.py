@@ -113,6 +113,7 @@ def _weights_after_training(distribute_as: str, tiny_data) -> list[np.ndarray]:
     return model.get_weights()
 
 
+@pytest.mark.slow  # trains
 def test_auto_on_this_machine_trains_exactly_like_no_strategy(tiny_data):
     """Requirement 3: `auto` on a CPU is the single-device path, to the last bit."""
     reference = _weights_after_training("none", tiny_data)

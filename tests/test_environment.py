@@ -48,7 +48,7 @@ def test_there_is_a_cpu_and_a_gpu_lock_for_each_locked_python_and_nothing_else()
     assert sorted((ROOT / environment.LOCK_DIR).iterdir()) == sorted(LOCKS.values())
     # The PR workflow's Python is one the lock covers (the Dockerfile's: tests/test_vertex.py).
     workflow = (ROOT / ".github/workflows/pr.yml").read_text()
-    (python,) = re.findall(r'python-version: "(\d+\.\d+)"', workflow)
+    (python,) = set(re.findall(r'python-version: "(\d+\.\d+)"', workflow))
     assert python in environment.LOCKED_PYTHONS
 
 

@@ -102,7 +102,10 @@ def test_verbose_shows_everything():
     assert held_back(NOISE, enabled=False) == NOISE
 
 
-@pytest.mark.parametrize("stage", ["fetch", "train"])
+@pytest.mark.parametrize(
+    "stage",
+    ["fetch", pytest.param("train", marks=pytest.mark.slow)],  # train: TensorFlow starts
+)
 def test_a_stage_prints_no_tensorflow_chatter(stage, tmp_path):
     # A stage's --help imports its module (and TensorFlow, for train) and prints only usage.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "FMNIST_"))}

@@ -175,7 +175,7 @@ def lock_repo(tmp_path):
     )
     (repo / "requirements").mkdir()
     (repo / LOCK_FILE).write_text(LOCK_TEXT)
-    (repo / "metrics").mkdir()
+    (repo / TRAIN_RECORD).parent.mkdir(parents=True)
     (repo / TRAIN_RECORD).write_text(json.dumps(RECORD))
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "ran", cwd=repo)
@@ -222,7 +222,7 @@ def test_lineage_notes_a_lock_changed_after_training_and_a_record_without_enviro
     assert env["precision"] == "float32" and env["lock_sha256"] == NOT_RECORDED
     (lock_repo / TRAIN_RECORD).write_text("{oops")
     git("commit", "-qm", "a broken record", TRAIN_RECORD, cwd=lock_repo)
-    with pytest.raises(PipelineError, match="metrics/train.json at HEAD is not JSON"):
+    with pytest.raises(PipelineError, match="metrics/runs/train.json at HEAD is not JSON"):
         lineage_at(lock_repo, "HEAD")
 
 

@@ -179,6 +179,11 @@ def test_shift_moves_every_pixel_exactly(dx, dy):
     assert not np.array_equal(out, x)
 
 
+def infer(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The model's output in inference mode, called eagerly (no `predict` function to trace)."""
+    return np.asarray(model(x, training=False))
+
+
 @pytest.mark.parametrize(("flip", "shift", "views"), [(True, 0, 2), (False, 1, 5), (True, 1, 10)])
 def test_test_time_augmentation_averages_its_views_with_the_same_weights(
     tmp_path, flip, shift, views
@@ -195,14 +200,14 @@ def test_test_time_augmentation_averages_its_views_with_the_same_weights(
     moves = [(0, 0)] + ([(1, 0), (-1, 0), (0, 1), (0, -1)] if shift else [])
     inputs = [_moved(o, dx, dy) for o in originals for dx, dy in moves]
     assert len(inputs) == views == p.tta_views
-    expected = np.mean([net.predict(v, verbose=0) for v in inputs], axis=0)
-    assert np.allclose(shipped.predict(x, verbose=0), expected, atol=1e-6)
+    expected = np.mean([infer(net, v) for v in inputs], axis=0)
+    assert np.allclose(infer(shipped, x), expected, atol=1e-6)
     # Asymmetric images: the views really differ from the image itself.
-    assert not np.allclose(net.predict(x, verbose=0), expected, atol=1e-4)
+    assert not np.allclose(infer(net, x), expected, atol=1e-4)
     saving.save_model(shipped, tmp_path / "tta.keras")
     # Plain Keras, safe mode: built-in layers only.
     loaded = keras.saving.load_model(tmp_path / "tta.keras", compile=False, safe_mode=True)
-    assert np.allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+    assert np.allclose(infer(loaded, x), expected, atol=1e-6)
     assert tta.network(loaded).name == net.name
 
 
@@ -222,7 +227,7 @@ def test_a_network_trained_in_mixed_precision_ships_in_float32(tmp_path):
         net = architectures.build(p)
         shipped = saving.for_inference(net, p)
         assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # left as it was
-        trained_output = net.predict(x, verbose=0)
+        trained_output = infer(net, x)
     assert _dtype_policies(net) == {"mixed_bfloat16", "float32"}
     assert _dtype_policies(shipped) == {"float32"}
     saving.save_model(shipped, tmp_path / "shipped.keras")
@@ -230,10 +235,10 @@ def test_a_network_trained_in_mixed_precision_ships_in_float32(tmp_path):
     assert _dtype_policies(loaded) == {"float32"}
     reference = architectures.build(p)  # float32 from the start, the same weights
     reference.set_weights(net.get_weights())
-    expected = saving.for_inference(reference, p).predict(x, verbose=0)
-    assert np.allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+    expected = infer(saving.for_inference(reference, p), x)
+    assert np.allclose(infer(loaded, x), expected, atol=1e-6)
     # The same weights in bfloat16 answer measurably differently: what float32 shipping removes.
-    assert not np.allclose(trained_output, reference.predict(x, verbose=0), atol=1e-6)
+    assert not np.allclose(trained_output, infer(reference, x), atol=1e-6)
 
 
 def test_without_tta_a_copy_of_the_trained_network_ships():

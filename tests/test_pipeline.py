@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import helpers
 from fmnist import environment, launch
@@ -51,8 +52,11 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced_repo):
         assert (repo / path).is_file(), path
     scores = json.loads((repo / "metrics/eval.json").read_text())
     assert scores["test"]["accuracy"] > 0.3  # ten classes: chance is 0.1
-    record = json.loads((repo / "metrics/train.json").read_text())
+    record = json.loads((repo / "metrics/runs/train.json").read_text())
     assert record["epochs_run"] == 2 and record["device"].startswith("CPU")
+    # The metric is the model's numbers only; where and how fast it trained is the record's.
+    model_numbers = json.loads((repo / "metrics/train.json").read_text())
+    assert model_numbers == {"parameters": record["parameters"], "epochs_run": 2}
     # The stage's entry point turns oneDNN on (on x86-64) unless the environment says otherwise.
     on_by_default = "1" if platform.machine() in ("x86_64", "AMD64") else "0"
     setting = os.environ.get(launch.ONEDNN_VARIABLE, on_by_default)
@@ -86,6 +90,27 @@ def test_metrics_and_plots_show(reproduced_repo, tmp_path):
     dvc("plots", "show", "-o", str(out), cwd=reproduced_repo)
     html = (out / "index.html").read_text()
     assert "Confusion matrix (test set)" in html and "Per-class F1" in html
+
+
+def test_plots_show_draws_each_intended_plot_once(reproduced_repo):
+    shown = json.loads(dvc("plots", "show", "--json", cwd=reproduced_repo).stdout)["data"]
+    spec = yaml.safe_load((reproduced_repo / "dvc.yaml").read_text())
+    intended = [p if isinstance(p, str) else next(iter(p)) for p in spec["plots"]]
+    assert sorted(shown) == sorted(intended)  # the curves, the confusion matrix, F1, the PNGs
+    assert all(len(renders) == 1 for renders in shown.values())
+    for title, (render,) in shown.items():
+        if title.endswith(".png"):
+            assert render["type"] == "image"
+        else:  # a chart with its data, not an empty frame
+            assert render["type"] == "vega" and render["content"]["data"]["values"], title
+
+
+def test_metrics_show_lists_what_a_reviewer_needs(reproduced_repo):
+    (shown,) = json.loads(dvc("metrics", "show", "--json", cwd=reproduced_repo).stdout).values()
+    files = shown["data"]
+    assert set(files) == {"metrics/eval.json", "metrics/train.json"}
+    assert set(files["metrics/train.json"]["data"]) == {"parameters", "epochs_run"}
+    assert files["metrics/eval.json"]["data"]["test"]["accuracy"] > 0.3
 
 
 def test_an_evaluate_param_reruns_only_evaluate_and_what_follows(repo_copy):

@@ -17,7 +17,6 @@ import helpers
 from fmnist.dataset import CLASS_NAMES
 from fmnist.errors import PipelineError
 from fmnist.tools import report
-from fmnist.tools.lineage import TRAIN_RECORD
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -42,7 +41,9 @@ def lock(model_md5: str) -> bytes:
     return yaml.safe_dump({"schema": "2.0", "stages": stages}).encode()
 
 
-ENVIRONMENT = helpers.TRAINING_ENVIRONMENT
+# A run record as the train stage writes it: the environment (the fields the report compares)
+# and others.
+RUN = {**helpers.TRAINING_ENVIRONMENT, "train_seconds": 465.1}
 
 
 def snap(
@@ -50,7 +51,8 @@ def snap(
     model_md5: str,
     f1: list[float] | None,
     figures: bool = True,
-    environment: dict | None = None,
+    scores: dict | None = None,
+    run: dict | None = RUN,
 ):
     return report.Snapshot(
         title=title,
@@ -59,9 +61,8 @@ def snap(
         figures={
             path: PNG + title.encode() if figures else None for path in report.FIGURES.values()
         },
-        environment=report.training_environment(
-            ENVIRONMENT if environment is None else environment
-        ),
+        scores=scores,
+        run=run,
     )
 
 
@@ -85,10 +86,46 @@ def test_per_class_changes_keeps_moves_at_or_above_the_threshold_worst_first():
 
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
-    [(0.5, 0.6, "+0.1 (+20.0%)"), (0, 2, "+2"), (None, 0.6, "—"), ("a", "b", "—")],
+    [
+        (0.5, 0.6, "+0.1 (+20%)"),
+        (0.1632, 0.16315, "-5e-05 (-0.031%)"),  # a small change stays visible
+        (0, 2, "+2"),
+        (None, 0.6, "—"),
+        ("a", "b", "—"),
+    ],
 )
 def test_fmt_change(old, new, expected):
     assert report.fmt_change(old, new) == expected
+
+
+TEN_THOUSAND = {"test": {"examples": 10000}, "val": {"examples": 6000}}
+
+
+@pytest.mark.parametrize(
+    ("key", "old", "new", "base_scores", "expected"),
+    [
+        ("test.accuracy", 0.9438, 0.9450, TEN_THOUSAND, "+0.12 pp (+12 of 10,000 test images)"),
+        ("test.accuracy", 0.9450, 0.9438, TEN_THOUSAND, "-0.12 pp (-12 of 10,000 test images)"),
+        ("val.accuracy", 0.9, 0.9005, TEN_THOUSAND, "+0.05 pp (+3 of 6,000 validation images)"),
+        # Scored on different test sets: the images would not be the same images.
+        ("test.accuracy", 0.9438, 0.9450, {"test": {"examples": 9000}}, "+0.12 pp"),
+        ("test.accuracy", 0.9438, 0.9450, None, "+0.12 pp"),
+        ("test.f1_macro", 0.9436, 0.9401, TEN_THOUSAND, "-0.35 pp"),  # not a count of images
+        ("test.accuracy", None, 0.9, TEN_THOUSAND, "—"),
+    ],
+)
+def test_rates_change_in_points_and_accuracies_in_images(key, old, new, base_scores, expected):
+    assert report.fmt_points(key, old, new, base_scores, TEN_THOUSAND) == expected
+
+
+def test_the_training_setup_is_compared_field_by_field():
+    changed = {**RUN, "precision": "float32", "tensorflow": "2.20.0", "train_seconds": 1.0}
+    assert report.setup_changes(RUN, changed) == [
+        "precision `mixed_bfloat16` → `float32`",
+        "TensorFlow `2.21.0` → `2.20.0`",
+    ]  # time and speed are not the setup
+    assert report.setup_changes(RUN, {**RUN, "train_seconds": 9.9}) == []
+    assert report.setup_changes(None, RUN) is None
 
 
 def test_render_shows_diffs_per_class_images_and_versions():
@@ -97,20 +134,22 @@ def test_render_shows_diffs_per_class_images_and_versions():
         "metrics/eval.json": {"test.accuracy": {"old": 0.8, "new": 0.9, "diff": 0.1}},
     }
     params_diff = {"params.yaml": {"train.epochs": {"old": 1, "new": 2, "diff": 1}}}
-    base = snap("main (abc1234)", M1, [0.5] * 10)
-    new = snap("workspace", M2, [0.5] * 9 + [0.9])
+    base = snap("main (abc1234)", M1, [0.5] * 10, scores=TEN_THOUSAND)
+    new = snap("workspace", M2, [0.5] * 9 + [0.9], scores=TEN_THOUSAND)
     text, assets = report.render(base, new, metrics_diff, params_diff, 0.01, "r_assets")
 
-    assert "- **test.accuracy**: 0.8 → 0.9, +0.1 (+12.5%)" in text
+    summary = "- **test.accuracy**: 80.00% → 90.00%, +10.00 pp (+1,000 of 10,000 test images)"
+    assert summary in text
     assert "- **params changed**: `train.epochs`" in text
+    assert "- **training setup**: the same (precision mixed_bfloat16, device CPU" in text
     assert "- **versions changed**: model" in text
-    # eval.json first: model quality before the run record.
-    assert text.index("`test.accuracy` | 0.8 | 0.9 |") < text.index("`train_seconds`")
+    # eval.json first: model quality before the other files.
+    row = "| `metrics/eval.json` | `test.accuracy` | 80.00% | 90.00% | +10.00 pp (+1,000 of"
+    assert text.index(row) < text.index("`train_seconds`")
     assert "| `params.yaml` | `train.epochs` | 1 | 2 |" in text
     assert f"| {CLASS_NAMES[9]} | 0.500 | 0.900 | +0.400 |" in text
     versions = text.split("## Data and model versions")[1].split("## Training environment")[0]
     assert versions.count("| same |") == 2 and f"`{M1}` | `{M2}` | **changed** |" in versions
-    assert "- **environment changed**: none" in text
     assert set(assets) == {
         "base-confusion_matrix.png",
         "new-confusion_matrix.png",
@@ -122,14 +161,15 @@ def test_render_shows_diffs_per_class_images_and_versions():
 
 
 def test_two_runs_that_differ_only_in_environment_are_told_apart():
-    other = {**ENVIRONMENT, "tensorflow": "2.22.0", "precision": "float32", "lock_sha256": "9" * 64}
+    other = {**RUN, "tensorflow": "2.22.0", "precision": "float32", "lock_sha256": "9" * 64}
     base = snap("main", M1, [0.5] * 10)
-    new = snap("workspace", M2, [0.5] * 10, environment=other)
+    new = snap("workspace", M2, [0.5] * 10, run=other)
     text, _ = report.render(base, new, {}, {}, 0.01, "a")
     assert "- **params changed**: none" in text
     assert (
-        "- **environment changed**: tensorflow 2.21.0 → 2.22.0; "
-        f"lock_sha256 {'8' * 64} → {'9' * 64}; precision mixed_bfloat16 → float32"
+        "- **training setup changed**: precision `mixed_bfloat16` → `float32`; TensorFlow "
+        f"`2.21.0` → `2.22.0`; lock_sha256 `{'8' * 64}` → `{'9' * 64}` "
+        "(this alone can move the metrics)"
     ) in text
     table = text.split("## Training environment")[1]
     assert "| `tensorflow` | 2.21.0 | 2.22.0 | **changed** |" in table
@@ -139,8 +179,8 @@ def test_two_runs_that_differ_only_in_environment_are_told_apart():
 
 def test_a_record_from_before_the_environment_was_recorded_says_so():
     old = {"precision": "mixed_bfloat16", "tensorflow": "2.21.0"}  # no lock, no numpy
-    assert report.read_record(b"{not json") is None
-    base = snap("main", M1, [0.5] * 10, environment=old)
+    assert report.read_json_blob(b"{not json") is None
+    base = snap("main", M1, [0.5] * 10, run=old)
     new = snap("workspace", M1, [0.5] * 10)
     text, _ = report.render(base, new, {}, {}, 0.01, "a")
     table = text.split("## Training environment")[1]
@@ -148,10 +188,22 @@ def test_a_record_from_before_the_environment_was_recorded_says_so():
     assert "| `precision` | mixed_bfloat16 | mixed_bfloat16 | same |" in table
 
 
+def test_render_flags_a_changed_training_setup():
+    base = snap("main", M1, [0.5] * 10)
+    new = snap("workspace", M1, [0.5] * 10, run={**RUN, "precision": "float32"})
+    text, _ = report.render(base, new, {}, {}, 0.01, "a")
+    assert (
+        "- **training setup changed**: precision `mixed_bfloat16` → `float32` "
+        "(this alone can move the metrics)"
+    ) in text
+
+
 def test_render_says_what_a_side_lacks_and_warns_of_a_stale_workspace():
-    base = snap("main", M1, None, figures=False)
-    new = snap("workspace", M1, [0.5] * 10)
+    base = snap("main", M1, None, figures=False, run=None)
+    new = snap("workspace", M1, [0.5] * 10, scores={"test": {"accuracy": 0.5}})
     text, assets = report.render(base, new, {}, {}, 0.01, "a", stale=["train"])
+    assert "- **test.accuracy**: unchanged (50.00%)" in text
+    assert "- **training setup**: unknown (main has no `metrics/runs/train.json`)" in text
     assert "No metric changed." in text and "No param changed." in text
     assert "main has no `metrics/per_class.csv`" in text
     assert "no `metrics/figures/confusion_matrix.png`" in text
@@ -170,12 +222,15 @@ def commit_side(
     epochs: int,
     model_md5: str,
     f1: list[float],
-    environment: dict = ENVIRONMENT,
+    precision: str = "mixed_bfloat16",
+    run: dict = RUN,
 ):
+    (repo / "metrics" / "runs").mkdir(parents=True, exist_ok=True)
     (repo / "metrics" / "figures").mkdir(parents=True, exist_ok=True)
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"epochs": epochs}}))
-    (repo / "metrics/eval.json").write_text(json.dumps({"test": {"accuracy": accuracy}}))
-    (repo / TRAIN_RECORD).write_text(json.dumps({**environment, "train_seconds": 9.5}))
+    scores = {"test": {"accuracy": accuracy, "examples": 4}}
+    (repo / "metrics/eval.json").write_text(json.dumps(scores))
+    (repo / report.RUN_RECORD).write_text(json.dumps({**run, "precision": precision}))
     per_class(f1).to_csv(repo / report.PER_CLASS, index=False)
     (repo / "dvc.lock").write_bytes(lock(model_md5))
     for path in report.FIGURES.values():
@@ -193,9 +248,9 @@ def two_commits(tmp_path) -> Path:
     helpers.git("config", "user.name", "test", cwd=repo)
     helpers.dvc("init", "-q", cwd=repo)
     (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
-    commit_side(repo, 0.5, 1, M1, [0.5] * 10)
+    commit_side(repo, 0.5, 1, M1, [0.5] * 10, "mixed_bfloat16")
     helpers.git("tag", "base", cwd=repo)
-    commit_side(repo, 0.75, 3, M2, [0.9] + [0.5] * 9)
+    commit_side(repo, 0.75, 3, M2, [0.9] + [0.5] * 9, "float32")
     return repo
 
 
@@ -209,7 +264,10 @@ def test_report_command_writes_markdown_and_images(two_commits):
     fmnist("report", "--base", "base", "--rev", "HEAD", "-o", "out/review.md", cwd=repo)
     text = (repo / "out/review.md").read_text()
     assert "**HEAD (" in text and "compared with **base (" in text
-    assert "| `metrics/eval.json` | `test.accuracy` | 0.5 | 0.75 | +0.25 (+50.0%) |" in text
+    assert "- **test.accuracy**: 50.00% → 75.00%, +25.00 pp (+1 of 4 test images)" in text
+    assert "- **training setup changed**: precision `mixed_bfloat16` → `float32`" in text
+    row = "| `metrics/eval.json` | `test.accuracy` | 50.00% | 75.00% | +25.00 pp (+1 of 4 test"
+    assert row in text
     assert "| `params.yaml` | `train.epochs` | 1 | 3 |" in text
     assert f"| {CLASS_NAMES[0]} | 0.500 | 0.900 | +0.400 |" in text
     assets = repo / "out/review_assets"
@@ -223,13 +281,13 @@ def test_report_command_writes_markdown_and_images(two_commits):
 @pytest.mark.slow  # runs git and dvc
 def test_the_command_tells_apart_commits_that_differ_only_in_environment(two_commits):
     repo = two_commits
-    on_intel = {**ENVIRONMENT, "device": "CPU (Intel Xeon, 2 cores)", "precision": "float32"}
-    commit_side(repo, 0.75, 3, M1, [0.9] + [0.5] * 9, environment=on_intel)
+    on_intel = {**RUN, "device": "CPU (Intel Xeon, 2 cores)"}
+    commit_side(repo, 0.75, 3, M1, [0.9] + [0.5] * 9, "mixed_bfloat16", run=on_intel)
     fmnist("report", "--base", "HEAD~1", "--rev", "HEAD", "-o", "r.md", cwd=repo)
     text = (repo / "r.md").read_text()
     assert "- **params changed**: none" in text
-    assert "- **environment changed**: device CPU (AMD EPYC, 2 cores) → CPU (Intel Xeon" in text
-    assert "precision mixed_bfloat16 → float32" in text
+    assert "device `CPU (AMD EPYC, 2 cores)` → `CPU (Intel Xeon, 2 cores)`" in text
+    assert "precision `float32` → `mixed_bfloat16`" in text
 
 
 @pytest.mark.slow  # runs git and dvc
@@ -270,3 +328,16 @@ def test_outside_a_git_repository_it_says_so(tmp_path):
     proc = fmnist("report", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "is not in a git repository" in proc.stderr
     assert not (tmp_path / "report.md").exists()
+
+
+def test_the_summary_docs_review_md_shows_is_what_the_report_writes():
+    base = snap("main", M1, [0.5] * 10, scores=TEN_THOUSAND)
+    new = snap(
+        "workspace", M2, [0.5] * 10, scores=TEN_THOUSAND, run={**RUN, "precision": "float32"}
+    )
+    metrics_diff = {"metrics/eval.json": {"test.accuracy": {"old": 0.9438, "new": 0.945}}}
+    params_diff = {"params.yaml": {"train.epochs": {"old": 30, "new": 50}}}
+    lines = report.summary(base, new, metrics_diff, params_diff)
+    documented = (helpers.ROOT / "docs" / "review.md").read_text()
+    for line in lines:
+        assert line in documented, line

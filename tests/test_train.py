@@ -82,6 +82,7 @@ def test_label_smoothing_is_kerass_smoothed_cross_entropy_on_integer_labels():
     assert isinstance(smoothed, train.SmoothedSparseCrossentropy) and smoothed.smoothing == 0.1
 
 
+@pytest.mark.slow  # trains
 def test_a_model_trained_with_label_smoothing_ships_without_this_projects_code(tmp_path):
     """The shipped file holds no trace of training (loss, optimizer), so plain Keras loads it,
     even with `compile=True`, in a process that never imported this project."""
@@ -128,6 +129,7 @@ def test_schedule_callbacks_follow_params():
     assert train.schedule_callbacks(TrainParams()) == []  # the default: all its epochs
 
 
+@pytest.mark.slow  # trains
 def test_several_steps_per_call_train_the_same_weights_as_one():
     """`compile_model`'s steps per execution change speed only: same steps, same weights."""
     rng = np.random.default_rng(0)

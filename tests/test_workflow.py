@@ -29,8 +29,14 @@ def workflow() -> dict:
 
 @pytest.fixture(scope="module")
 def steps(workflow) -> list[dict]:
-    (job,) = workflow["jobs"].values()
-    return job["steps"]
+    """The steps of the job that reproduces and reports."""
+    return workflow["jobs"]["report"]["steps"]
+
+
+@pytest.fixture(scope="module")
+def check_steps(workflow) -> list[dict]:
+    """The steps of the job that lints and runs the fast tests."""
+    return workflow["jobs"]["checks"]["steps"]
 
 
 def runs(steps: list[dict]) -> list[str]:
@@ -90,3 +96,21 @@ def test_the_report_step_calls_a_real_command_with_valid_arguments(steps):
     assert name in cli.COMMANDS
     parsed = report.parser().parse_args(args)
     assert (parsed.base, parsed.rev, parsed.out) == ("origin/main", report.WORKSPACE, "report.md")
+
+
+def test_lint_and_the_fast_tests_run_before_anything_is_reproduced(workflow, check_steps):
+    commands = runs(check_steps)
+    assert commands.index("make lint") < commands.index("make test-fast")
+    assert not any("pip install" in c for c in commands)  # make builds .venv from the lock
+    # The report job, which pulls, reproduces and trains, waits for them.
+    assert workflow["jobs"]["report"]["needs"] == "checks"
+    assert not any(c.startswith(("dvc ", "fmnist ")) for c in commands)
+
+
+def test_the_make_targets_ci_runs_exist_and_the_fast_tier_skips_slow_tests():
+    assert {"lint", "test-fast"} <= helpers.make_targets()
+    dry = subprocess.run(
+        ["make", "-n", "test-fast"], cwd=helpers.ROOT, capture_output=True, text=True
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert '-m pytest -m "not slow"' in dry.stdout

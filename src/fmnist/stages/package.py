@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parser.add_argument("--per-class", type=Path, default=Path("metrics/per_class.csv"))
-    parser.add_argument("--train-record", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument("--train-record", type=Path, default=Path("metrics/runs/train.json"))
     parser.add_argument(
         "--confusion-matrix", type=Path, default=Path("metrics/figures/confusion_matrix.png")
     )

@@ -2,7 +2,8 @@
 
 Writes `train.npz`, `val.npz` and `test.npz` (uint8 images (N, 28, 28) and labels) plus a
 `manifest.json` with the SHA-256 of every raw file and array (the dataset version a package
-records), the class counts per split as a metric, and a grid of sample images.
+records), the class counts per split (a record of the data, not a DVC metric), and a grid of
+sample images.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Stage `train`: fit the model named in params on the prepared data, logging with DVCLive.
 
-Writes the model (`models/model.keras`), the per-epoch log (`metrics/train/`) and a record of
-the run (`metrics/train.json`: device, strategy, replicas, precision, TensorFlow version, epochs,
-time, speed). On several devices or workers it trains with the `tf.distribute` strategy that
-`train.distribute` selects (see `fmnist.training.distribute`); only the chief writes those outputs.
+Writes the model (`models/model.keras`), the per-epoch log (`metrics/train/`), the model's
+numbers as a metric (`metrics/train.json`: parameters, epochs) and the record of the run
+(`metrics/runs/train.json`: device, strategy, replicas, precision, TensorFlow version, epochs,
+time, speed; see `fmnist.training.device`). On several devices or workers it trains with the
+`tf.distribute` strategy that `train.distribute` selects (see `fmnist.training.distribute`);
+only the chief writes those outputs.
 """
 
 from __future__ import annotations
@@ -180,7 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
     parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
-    parser.add_argument("--record", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument(
+        "--metrics",
+        type=Path,
+        default=Path("metrics/train.json"),
+        help="the model's numbers (parameters, epochs), a DVC metric",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=Path("metrics/runs/train.json"),
+        help="the whole record of the run: device, precision, versions, time, speed",
+    )
     # Outside DVC's outputs, which DVC deletes before the stage runs (git-ignored).
     parser.add_argument("--backup-dir", type=Path, default=Path(".cache/train-backup"))
     parser.add_argument(
@@ -203,14 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     fingerprint = resume.fingerprint(params, data_files)
     run = functools.partial(fit_and_write, params, strategy, train_split, val_split, runtime)
     if cluster.is_chief:
-        return run(args.model, args.live_dir, args.record, args.backup_dir / fingerprint)
+        return run(
+            args.model, args.live_dir, args.metrics, args.record, args.backup_dir / fingerprint
+        )
     # Every worker runs the same steps, saving included, in lockstep; only the chief's are kept.
     with contextlib.ExitStack() as stack:
         scratch = args.worker_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="fmnist-worker-"))
         )
         return run(
-            scratch / "model.keras", scratch / "train", scratch / "train.json", scratch / "backup"
+            scratch / "model.keras",
+            scratch / "train",
+            scratch / "train.json",
+            scratch / "runs" / "train.json",
+            scratch / "backup",
         )
 
 
@@ -222,11 +241,12 @@ def fit_and_write(
     runtime: dict,
     model_path: Path,
     live_dir: Path,
+    metrics_path: Path,
     record_path: Path,
     backup: Path,
 ) -> int:
     """Train with a DVCLive log in `live_dir`, resuming from `backup` if a killed run left one;
-    write the model and the run's record."""
+    write the model, its numbers and the run's record."""
     saved = resume.load(backup)
     if saved is not None:
         # DVC deleted the log with the other outputs. The backup holds it as of its epoch,
@@ -248,19 +268,19 @@ def fit_and_write(
     saving.save_model(saving.for_inference(model, params.model), model_path)
     resumed_at = 0 if saved is None else saved.epochs_done
     p, replicas = params.train, runtime["replicas"]
-    record = {
-        **runtime,
-        "global_batch_size": distribute.global_batch_size(p.batch_size, replicas),
-        "learning_rate": distribute.scaled_learning_rate(
+    record = device.training_record(
+        runtime,
+        global_batch_size=distribute.global_batch_size(p.batch_size, replicas),
+        learning_rate=distribute.scaled_learning_rate(
             p.learning_rate, replicas, p.scale_lr_with_replicas
         ),
-        "parameters": model.count_params(),
-        "epochs_run": epochs,
-        "resumed_after_epoch": resumed_at,
-        # Time and speed of this process only (a resumed run's epochs after the resume).
-        "train_seconds": round(seconds, 1),
-        "images_per_second": round((epochs - resumed_at) * len(train_split[1]) / seconds, 1),
-    }
+        parameters=model.count_params(),
+        epochs_run=epochs,
+        resumed_after_epoch=resumed_at,
+        seconds=seconds,
+        images_trained=(epochs - resumed_at) * len(train_split[1]),
+    )
+    atomic.write_json(metrics_path, device.model_metrics(record))
     atomic.write_json(record_path, record)
     shutil.rmtree(backup, ignore_errors=True)
     print(f"train: {epochs} epochs in {seconds:.0f} s; model written to {model_path}")

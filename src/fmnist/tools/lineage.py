@@ -22,8 +22,8 @@ from fmnist.git import git_files, git_show, resolve_rev
 # The stages whose outputs are the dataset version and the model version (named in dvc.yaml).
 DATA_STAGES = ("fetch", "prepare")
 MODEL_STAGES = ("train", "package")
-# The train stage's record of its run (dvc.yaml: `--record`), committed with dvc.lock.
-TRAIN_RECORD = "metrics/train.json"
+# The train stage's record of its run (dvc.yaml: `--record`; `cache: false`, so in git).
+TRAIN_RECORD = "metrics/runs/train.json"
 NOT_RECORDED = "(not recorded)"
 
 

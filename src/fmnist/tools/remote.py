@@ -173,7 +173,7 @@ def remote_errors(name: str, url: str) -> Iterator[None]:
             raise RemoteError(
                 f"remote '{name}' ({url}): access denied ({text}). Set credentials: "
                 f"`dvc remote modify --local {name} credentialpath KEY.json` or "
-                "`gcloud auth application-default login`"
+                "`gcloud auth application-default login` (see docs/remotes.md)"
             ) from None
         raise RemoteError(
             f"remote '{name}' ({url}): {text}. Check the remote's config "

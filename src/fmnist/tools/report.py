@@ -1,11 +1,11 @@
 """`fmnist report`: what a change did to the model, as Markdown for a pull-request review.
 
 Compares a base rev (default `HEAD`) with another rev or the workspace (the default): metrics
-with deltas and params (from `dvc metrics diff` / `dvc params diff`), the per-class F1 changes
-above a threshold, the confusion matrices and training curves of both sides as images, the
-versions of the data and the model on each side (their DVC hashes in `dvc.lock`), and the
-environment each side trained in (library versions, lock, resolved `auto` settings), so two runs
-that differ only in their machine or environment are told apart. Everything is
+with deltas and params (from `dvc metrics diff` / `dvc params diff`; accuracies in percentage
+points and in test images), whether the training setup changed (from each side's run record),
+the per-class F1 changes above a threshold, the confusion matrices and training curves of both
+sides as images, and the versions of the data and the model on each side (their DVC hashes in
+`dvc.lock`). Everything is
 read from git-tracked files (the metrics are `cache: false`), so it needs no `dvc pull`: CI posts
 it on the PR and a person previews it locally with `make report`.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from fmnist import atomic, dvcfiles
+from fmnist.environment import ENVIRONMENT_FIELDS
 from fmnist.errors import PipelineError, report_errors
 from fmnist.git import commit_of, git, git_show, is_repo
 from fmnist.tables import markdown_table
@@ -44,11 +45,24 @@ VERSIONED = {
     "prepared data": "data/prepared",
     "model": "models/model.keras",
 }
-# Model quality first; the other metric files (data counts, run record, DVCLive) after it.
+# Model quality first; the other metric files after it.
 MAIN_METRICS = "metrics/eval.json"
 MISSING = "—"
 # The one number in the summary line.
 HEADLINE = "test.accuracy"
+# Metrics that are fractions of the examples, shown in percent and changed in points.
+RATES = ("accuracy", "precision", "recall", "f1")
+# The training run's record (not a DVC metric) and the fields of it that make up the training
+# setup: a change in any of them can move the metrics by itself. Field -> how the report names it.
+RUN_RECORD = TRAIN_RECORD
+SETUP_FIELDS = {
+    "precision": "precision",
+    "device": "device",
+    "tensorflow": "TensorFlow",
+    "distribute": "strategy",
+}
+# A change in any other environment field is named by its key (`keras`, `lock_sha256`, ...).
+OTHER_ENVIRONMENT_FIELDS = tuple(f for f in ENVIRONMENT_FIELDS if f not in SETUP_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,13 @@ class Snapshot:
     versions: dict[str, str | None]  # path in dvc.lock -> its md5 (None: not in the lock)
     per_class: pd.DataFrame | None  # the per-class report, or None if the side has none
     figures: dict[str, bytes | None]  # path -> PNG bytes
-    environment: dict  # the training record's environment fields (lineage.training_environment)
+    scores: dict | None = None  # MAIN_METRICS, parsed (None: the side has none)
+    run: dict | None = None  # RUN_RECORD, parsed (None: the side has none)
+
+    @property
+    def environment(self) -> dict:
+        """The run record's environment fields (`lineage.training_environment`)."""
+        return training_environment(self.run)
 
 
 def resolve(rev: str, root: Path) -> Side:
@@ -115,6 +135,17 @@ def read_per_class(blob: bytes | None) -> pd.DataFrame | None:
     return None if blob is None else pd.read_csv(io.BytesIO(blob))
 
 
+def read_json_blob(blob: bytes | None) -> dict | None:
+    """A JSON object from a side's file, or None when the side lacks it or it is not one."""
+    if blob is None:
+        return None
+    try:
+        data = json.loads(blob)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def snapshot(side: Side) -> Snapshot:
     """Read from one side everything the report shows."""
     return Snapshot(
@@ -122,17 +153,9 @@ def snapshot(side: Side) -> Snapshot:
         versions=lock_versions(side.read(LOCK)),
         per_class=read_per_class(side.read(PER_CLASS)),
         figures={path: side.read(path) for path in FIGURES.values()},
-        environment=training_environment(read_record(side.read(TRAIN_RECORD))),
+        scores=read_json_blob(side.read(MAIN_METRICS)),
+        run=read_json_blob(side.read(RUN_RECORD)),
     )
-
-
-def read_record(blob: bytes | None) -> dict | None:
-    """The training record, or None if the side has none or it is not a JSON object."""
-    try:
-        record = json.loads(blob) if blob else None
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def environment_changes(base: Snapshot, new: Snapshot) -> list[str]:
@@ -163,52 +186,128 @@ def fmt(value) -> str:
     return str(value)
 
 
+def _numbers(*values) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
 def fmt_change(old, new) -> str:
     """`+0.012 (+3.1%)` for numbers; a dash when either side is missing or not a number."""
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
-    if not numbers:
+    if not _numbers(old, new):
         return MISSING
     change = new - old
-    relative = f" ({change / abs(old):+.1%})" if old else ""
+    relative = f" ({change / abs(old) * 100:+.2g}%)" if old and change else ""
     return f"{change:+.4g}{relative}"
 
 
-def diff_rows(diff: dict) -> list[list[str]]:
-    """Rows (file, key, base, new, change) of `dvc metrics|params diff --json`, eval.json first."""
-    files = sorted(diff, key=lambda f: (f != MAIN_METRICS, f))
+def is_rate(key: str) -> bool:
+    """Whether a metric of MAIN_METRICS (`test.accuracy`, `test.f1_macro`) is a fraction."""
+    return key.rsplit(".", 1)[-1].startswith(RATES)
+
+
+def fmt_rate(value) -> str:
+    """A fraction as a percentage (`94.38%`); other values as `fmt` shows them."""
+    return f"{value:.2%}" if _numbers(value) else fmt(value)
+
+
+def examples(scores: dict | None, split: str) -> int | None:
+    """How many examples a split of MAIN_METRICS was scored on (None if unknown)."""
+    count = ((scores or {}).get(split) or {}).get("examples")
+    return count if isinstance(count, int) and count > 0 else None
+
+
+def split_name(split: str) -> str:
+    """How the report names a split's images."""
+    return {"test": "test", "val": "validation", "train": "training"}.get(split, split)
+
+
+def fmt_points(
+    key: str, old, new, base_scores: dict | None = None, new_scores: dict | None = None
+) -> str:
+    """A rate's change in percentage points and, for an accuracy whose split was scored on the
+    same number of images on both sides, in images: `+0.12 pp (+12 of 10,000 test images)`."""
+    if not _numbers(old, new):
+        return MISSING
+    text = f"{(new - old) * 100:+.2f} pp"
+    split, _, metric = key.rpartition(".")
+    count = examples(new_scores, split)
+    if metric == "accuracy" and count and count == examples(base_scores, split):
+        moved = round(new * count) - round(old * count)
+        text += f" ({moved:+,} of {count:,} {split_name(split)} images)"
+    return text
+
+
+def diff_rows(
+    diff: dict, base_scores: dict | None = None, new_scores: dict | None = None
+) -> list[list[str]]:
+    """Rows (file, key, base, new, change) of `dvc metrics|params diff --json`, eval.json first;
+    the rates of eval.json in percent, changed in points (and accuracies in images)."""
+    rows = []
+    for file in sorted(diff, key=lambda f: (f != MAIN_METRICS, f)):
+        for key, v in sorted(diff[file].items()):
+            old, new = v.get("old"), v.get("new")
+            if file == MAIN_METRICS and is_rate(key):
+                cells = [
+                    fmt_rate(old),
+                    fmt_rate(new),
+                    fmt_points(key, old, new, base_scores, new_scores),
+                ]
+            else:
+                cells = [fmt(old), fmt(new), fmt_change(old, new)]
+            rows.append([f"`{file}`", f"`{key}`", *cells])
+    return rows
+
+
+def setup_changes(base: dict | None, new: dict | None) -> list[str] | None:
+    """`precision `mixed_bfloat16` → `float32``, one per environment field that differs
+    between two run records (SETUP_FIELDS first); None when a side has no record to compare."""
+    if base is None or new is None:
+        return None
+    names = {**SETUP_FIELDS, **{field: field for field in OTHER_ENVIRONMENT_FIELDS}}
+    old, now = training_environment(base), training_environment(new)
     return [
-        [
-            f"`{file}`",
-            f"`{key}`",
-            fmt(v.get("old")),
-            fmt(v.get("new")),
-            fmt_change(v.get("old"), v.get("new")),
-        ]
-        for file in files
-        for key, v in sorted(diff[file].items())
+        f"{name} `{fmt(old[field])}` → `{fmt(now[field])}`"
+        for field, name in names.items()
+        if old[field] != now[field]
     ]
+
+
+def setup_line(base: Snapshot, new: Snapshot) -> str:
+    """The summary's line on the training setup: what changed, or that nothing did."""
+    changes = setup_changes(base.run, new.run)
+    if changes is None:
+        lacking = base if base.run is None else new
+        return f"- **training setup**: unknown ({lacking.title} has no `{RUN_RECORD}`)"
+    if changes:
+        return (
+            "- **training setup changed**: "
+            + "; ".join(changes)
+            + " (this alone can move the metrics)"
+        )
+    same = ", ".join(f"{name} {fmt(new.run.get(field))}" for field, name in SETUP_FIELDS.items())
+    return f"- **training setup**: the same ({same})"
 
 
 def summary(base: Snapshot, new: Snapshot, metrics_diff: dict, params_diff: dict) -> list[str]:
-    """Three bullets a reviewer reads first: the headline metric, the params, the versions."""
+    """The bullets a reviewer reads first: the headline metric, the params, the training setup,
+    the versions."""
     headline = metrics_diff.get(MAIN_METRICS, {}).get(HEADLINE)
-    if headline:
-        old, now = headline.get("old"), headline.get("new")
-        change = fmt_change(old, now)
-        score = f"{fmt(old)} → {fmt(now)}" + (f", {change}" if change != MISSING else "")
+    if headline and _numbers(headline.get("old"), headline.get("new")):
+        old, now = headline["old"], headline["new"]
+        points = fmt_points(HEADLINE, old, now, base.scores, new.scores)
+        score = f"{fmt_rate(old)} → {fmt_rate(now)}, {points}"
+    elif headline:
+        score = f"{fmt(headline.get('old'))} → {fmt(headline.get('new'))}"
     else:
-        score = "unchanged"
+        split, _, metric = HEADLINE.partition(".")
+        current = ((new.scores or {}).get(split) or {}).get(metric)
+        score = "unchanged" + (f" ({fmt_rate(current)})" if _numbers(current) else "")
     params = sorted(key for changed in params_diff.values() for key in changed)
     moved = [what for what, path in VERSIONED.items() if base.versions[path] != new.versions[path]]
-    environment = [
-        f"{key} {fmt(base.environment[key])} → {fmt(new.environment[key])}"
-        for key in environment_changes(base, new)
-    ]
     return [
         f"- **{HEADLINE}**: {score}",
         "- **params changed**: " + (", ".join(f"`{p}`" for p in params) or "none"),
+        setup_line(base, new),
         "- **versions changed**: " + (", ".join(moved) or "none (same data and model)"),
-        "- **environment changed**: " + ("; ".join(environment) or "none"),
     ]
 
 
@@ -242,7 +341,7 @@ def render(
 
     lines += summary(base, new, metrics_diff, params_diff) + [""]
 
-    metric_rows = diff_rows(metrics_diff)
+    metric_rows = diff_rows(metrics_diff, base.scores, new.scores)
     lines += ["## Metrics", ""]
     header = ["file", "metric", base.title, new.title, "change"]
     lines.append(markdown_table(header, metric_rows) if metric_rows else "No metric changed.")

@@ -1,9 +1,13 @@
 """The machine a stage runs on: seeding, determinism, precision, and a record of it all.
 
-The record holds what each `auto` setting resolved to (precision here, the strategy in
-`fmnist.training.distribute`, oneDNN from the process) and the environment: the versions of
-Python, TensorFlow, Keras, NumPy and DVC and the lock they were installed from
-(`fmnist.environment.record`).
+A training run's record has two parts. The model's numbers (`MODEL_FIELDS`) are a DVC metric,
+`metrics/train.json`: they change only when the model does. Everything else differs between two
+machines that train the same model: the device, what each `auto` setting resolved to
+(precision here, the strategy in `fmnist.training.distribute`, oneDNN from the process), the
+environment (`fmnist.environment.record`: the versions of Python, TensorFlow, Keras, NumPy and
+DVC and the lock they were installed from), time and speed. So the whole record goes to
+`metrics/runs/train.json`, a plain output that `dvc metrics diff` does not read and that
+`fmnist lineage` and the PR report show on their own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from fmnist.params import TrainParams
 CPUINFO = Path("/proc/cpuinfo")
 # CPU flags of native bfloat16 arithmetic: AMX tiles, or AVX-512's bfloat16 dot products.
 BFLOAT16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+# The fields of a training record that describe the model it made.
+MODEL_FIELDS = ("parameters", "epochs_run")
 
 
 def cpu_info() -> dict[str, str]:
@@ -106,3 +112,36 @@ def setup(p: TrainParams) -> dict:
         "deterministic": p.deterministic,
         **record,
     }
+
+
+def training_record(
+    runtime: dict,
+    *,
+    global_batch_size: int,
+    learning_rate: float,
+    parameters: int,
+    epochs_run: int,
+    resumed_after_epoch: int,
+    seconds: float,
+    images_trained: int,
+) -> dict:
+    """The record of one training run: `runtime` (what `setup` and the strategy's placement
+    report), the settings it resolved, the model it made, and its time and speed.
+
+    Time and speed are of this process only: a resumed run's epochs after the resume.
+    """
+    return {
+        **runtime,
+        "global_batch_size": global_batch_size,
+        "learning_rate": learning_rate,
+        "parameters": parameters,
+        "epochs_run": epochs_run,
+        "resumed_after_epoch": resumed_after_epoch,
+        "train_seconds": round(seconds, 1),
+        "images_per_second": round(images_trained / seconds, 1),
+    }
+
+
+def model_metrics(record: dict) -> dict:
+    """The part of a training record that is about the model (the `train` stage's metric)."""
+    return {key: record[key] for key in MODEL_FIELDS}
