@@ -67,13 +67,26 @@ def stage_module(stage: dict) -> str:
     return f"{match[1]}.{match[2]}" if match[1] else match[3]
 
 
+def package_data(module: str) -> set[str]:
+    """The files beside `module` that it reads (`Path(__file__).with_name("NAME")`)."""
+    path = SRC.parent / (module.replace(".", "/") + ".py")
+    names = re.findall(r'Path\(__file__\)\.with_name\("([^"]+)"\)', path.read_text())
+    return {(path.parent / name).relative_to(ROOT).as_posix() for name in names}
+
+
 def expected_code_deps(stage: dict) -> set[str]:
     """The source files a stage's result depends on: its module and what that imports, and
-    the entry point where it runs TensorFlow (the entry point sets TensorFlow's options)."""
+    the entry point where it runs TensorFlow (the entry point sets TensorFlow's options),
+    with the data files any of them reads."""
     modules = fmnist_imports(stage_module(stage))
     if runs_tensorflow(modules):
         modules |= fmnist_imports(ENTRY)
-    return {"src/" + m.replace(".", "/") + ".py" for m in modules}
+    files = {"src/" + m.replace(".", "/") + ".py" for m in modules}
+    return files.union(*(package_data(m) for m in modules))
+
+
+def test_package_data_is_found():
+    assert package_data("fmnist.dataset_versions") == {"src/fmnist/canonical_reference.npz"}
 
 
 def leaves(tree: dict, prefix: str = "") -> list[str]:

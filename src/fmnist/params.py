@@ -38,6 +38,7 @@ Distribute = Literal["auto", "none", "one_device", "mirrored", "multi_worker"]
 FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 Monitor = Literal["val_loss", "val_accuracy"]
 Padding = Literal["same", "valid"]
+Dataset = Literal["canonical", "custom"]
 
 
 def _field(
@@ -49,10 +50,15 @@ def _field(
 
 @dataclass(frozen=True)
 class FetchParams:
-    """Where the `fetch` stage looks for the four Fashion-MNIST IDX files, in order."""
+    """Which dataset version the `fetch` stage gets, and where it looks for it, in order."""
 
-    # A directory with the IDX files (.gz or not) or the Kaggle CSV pair; "" skips it.
-    # The environment variable FMNIST_DATA_DIR names another one, searched next.
+    # canonical: Fashion-MNIST itself, from the first source below that has it; its checksums
+    # must match. custom: a version of your own (corrected labels, added or removed images)
+    # from `source_dir` only; the run records how it differs from the canonical dataset.
+    dataset: Dataset = "canonical"
+    # A directory with the IDX files (.gz or not) or the Kaggle CSV pair (.csv or .csv.gz);
+    # "" skips it. The environment variable FMNIST_DATA_DIR names another one, searched next
+    # (for the canonical dataset only: a custom one is named in params, so lineage shows it).
     source_dir: str = ""
     # The Debian/Ubuntu package's directory; "" skips it.
     system_dir: str = DEBIAN_DATASET_DIR
@@ -60,9 +66,13 @@ class FetchParams:
     base_url: str = OFFICIAL_BASE_URL
     # Seconds before a download attempt is given up.
     timeout_s: float = _field(30.0, lo=0, open_lo=True)
-    # Check the decompressed content against the canonical SHA-256 digests. Turn off only
-    # for a dataset of your own in the same format (the tests' synthetic one, for example).
-    verify_checksums: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dataset == "custom" and not self.source_dir:
+            raise ParamsError(
+                "fetch.dataset is custom: set fetch.source_dir to the directory that holds "
+                "your dataset version (IDX files or the Kaggle CSV pair)"
+            )
 
 
 @dataclass(frozen=True)
