@@ -59,13 +59,13 @@ def test_the_canonical_reference_is_fashion_mnist(tiny_data):
 
 
 def test_summary_names_the_version_in_one_line():
-    assert versions.summary({"canonical": True}) == "canonical Fashion-MNIST"
+    assert dataset.version_summary({"canonical": True}) == "canonical Fashion-MNIST"
     record = {
         "canonical": False,
         "train": {"examples": 60_200, "added": 200, "removed": 0, "relabelled": 50},
         "test": {"examples": 10_000, "added": 0, "removed": 0, "relabelled": 0},
     }
-    assert versions.summary(record) == (
+    assert dataset.version_summary(record) == (
         "custom, against canonical Fashion-MNIST: train 60,200 examples (+200 added, "
         "50 relabelled), test 10,000 examples (unchanged)"
     )

@@ -12,7 +12,13 @@ import yaml
 
 from fake_gcs import free_port
 from fmnist.errors import PipelineError
-from fmnist.tools.lineage import lineage_at, lock_outputs, lock_params
+from fmnist.tools.lineage import (
+    DATASET_RECORD,
+    format_lineage,
+    lineage_at,
+    lock_outputs,
+    lock_params,
+)
 from fmnist.tools.remote import (
     CacheObject,
     RemoteError,
@@ -143,6 +149,13 @@ def test_storage_errors_become_one_sentence_naming_the_remote(error, expected):
         raise error
 
 
+CUSTOM = {
+    "canonical": False,
+    "train": {"examples": 60_010, "added": 10, "removed": 0, "relabelled": 2},
+    "test": {"examples": 10_000, "added": 0, "removed": 0, "relabelled": 0},
+}
+
+
 @pytest.fixture
 def lock_repo(tmp_path):
     """A git repo with a committed dvc.yaml, dvc.lock and one `.dvc` file (no DVC run)."""
@@ -159,6 +172,8 @@ def lock_repo(tmp_path):
     (repo / "extra/images.dvc").write_text(
         yaml.safe_dump({"outs": [{"path": "images", "md5": "ee55.dir", "hash": "md5"}]})
     )
+    (repo / "metrics").mkdir()
+    (repo / DATASET_RECORD).write_text(json.dumps(CUSTOM))
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "ran", cwd=repo)
     git("tag", "model@v1.0.0", cwd=repo)
@@ -176,6 +191,20 @@ def test_lineage_reads_what_is_committed_at_a_rev(lock_repo):
         lineage_at(lock_repo, "HEAD~1")
     with pytest.raises(PipelineError, match="'nope' is not a commit"):
         lineage_at(lock_repo, "nope")
+
+
+def test_lineage_says_which_dataset_version_made_the_model(lock_repo):
+    record = lineage_at(lock_repo, "model@v1.0.0")
+    assert record["dataset"] == CUSTOM
+    text = format_lineage(record)
+    assert (
+        "dataset  custom, against canonical Fashion-MNIST: train 60,010 examples (+10 added, "
+        "2 relabelled), test 10,000 examples (unchanged)"
+    ) in text.splitlines()
+    git("rm", "-q", DATASET_RECORD, cwd=lock_repo)
+    git("commit", "-qm", "no record", cwd=lock_repo)
+    text = format_lineage(lineage_at(lock_repo, "HEAD"))
+    assert "dataset  unknown (no metrics/dataset.json at this rev)" in text
 
 
 def test_referenced_objects_cover_the_lock_and_dvc_files(lock_repo):

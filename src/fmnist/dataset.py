@@ -254,3 +254,23 @@ def load_split(path: str | Path) -> Split:
         raise DataError(f"{path}: not a prepared split ({exc}); run `dvc repro prepare`") from None
     check_split(images, labels, str(path))
     return images, labels
+
+
+def version_summary(record: dict) -> str:
+    """A dataset version's record (`fmnist.dataset_versions.describe`) in one line, e.g.
+    `custom, against canonical Fashion-MNIST: train 60,200 examples (+200 added,
+    50 relabelled), test 10,000 examples (unchanged)`."""
+    if record.get("canonical"):
+        return "canonical Fashion-MNIST"
+    parts = []
+    for split in IDX_FILES:
+        counts = record.get(split)
+        if not counts:
+            continue
+        moved = [
+            f"{sign}{counts[key]:,} {key}"
+            for key, sign in (("added", "+"), ("removed", "-"), ("relabelled", ""))
+            if counts[key]
+        ]
+        parts.append(f"{split} {counts['examples']:,} examples ({', '.join(moved) or 'unchanged'})")
+    return "custom, against canonical Fashion-MNIST: " + ", ".join(parts)

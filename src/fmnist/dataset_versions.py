@@ -139,22 +139,3 @@ def describe(splits: dict[str, Split], digests: dict[str, str]) -> dict:
     for split, (images, labels) in splits.items():
         record[split] = dataclasses.asdict(compare(images, labels, reference[split]))
     return record
-
-
-def summary(record: dict) -> str:
-    """A dataset record in one line, e.g. `custom, against canonical Fashion-MNIST: train
-    60,200 examples (+200 added, 50 relabelled), test 10,000 examples (unchanged)`."""
-    if record.get("canonical"):
-        return "canonical Fashion-MNIST"
-    parts = []
-    for split in IDX_FILES:
-        counts = record.get(split)
-        if not counts:
-            continue
-        moved = [
-            f"{sign}{counts[key]:,} {key}"
-            for key, sign in (("added", "+"), ("removed", "-"), ("relabelled", ""))
-            if counts[key]
-        ]
-        parts.append(f"{split} {counts['examples']:,} examples ({', '.join(moved) or 'unchanged'})")
-    return "custom, against canonical Fashion-MNIST: " + ", ".join(parts)

@@ -1,6 +1,6 @@
 """The model card: intended use, data, architecture, metrics, limits, versions (Markdown)."""
 
-from fmnist.dataset import CLASS_NAMES
+from fmnist.dataset import CLASS_NAMES, version_summary
 from fmnist.params import ModelParams
 from fmnist.serving.layout import CONFUSION_MATRIX_FILE, MODEL_FILE
 from fmnist.serving.signatures import INPUT_NAME, SIGNATURE
@@ -41,6 +41,11 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
         # registered version's dvc.lock pins the exact inputs (their MD5s are in lineage.json).
         commit += " (with uncommitted changes: the version's dvc.lock pins the inputs)"
     raw = lineage_record["data"].get("raw", {})
+    dataset = lineage_record["data"].get("dataset")
+    version = ""
+    if dataset is not None and not dataset.get("canonical"):
+        summary = version_summary(dataset)
+        version = f" **This model was trained on a dataset version of its own** ({summary})."
     return "\n".join(
         [
             f"# Model card: Fashion-MNIST classifier ({model['arch']})",
@@ -69,8 +74,8 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "Fashion-MNIST (Zalando Research, MIT licence; 60,000 training and 10,000 test "
             f"images in the official release); {params['prepare']['val_fraction']:.0%} of the "
             "training set is held out, stratified, for validation "
-            f"(seed {params['prepare']['seed']}). SHA-256 of the "
-            "decompressed raw files:",
+            f"(seed {params['prepare']['seed']}).{version} SHA-256 of the raw files (canonical "
+            "form, fmnist.dataset_versions):",
             "",
             _table(["file", "sha256"], [[f"`{k}`", f"`{v}`"] for k, v in sorted(raw.items())]),
             "",

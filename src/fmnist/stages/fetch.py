@@ -34,8 +34,9 @@ from fmnist.dataset import (
     parse_csv,
     parse_idx_split,
     sha256,
+    version_summary,
 )
-from fmnist.dataset_versions import canonical_files, describe, differing_files, summary
+from fmnist.dataset_versions import canonical_files, describe, differing_files
 from fmnist.errors import DataError, report_errors
 from fmnist.params import FetchParams, load_params
 
@@ -143,7 +144,7 @@ def download(base_url: str, timeout_s: float) -> dict[str, Split]:
 
 def not_canonical(record: dict, digests: dict[str, str]) -> str:
     """Why a dataset that should be the canonical one is not: how it differs, and what to do."""
-    differs = summary(record).removeprefix("custom, ")
+    differs = version_summary(record).removeprefix("custom, ")
     return (
         f"not the canonical Fashion-MNIST ({differs}; SHA-256 of "
         f"{', '.join(differing_files(digests))} in canonical form differs). If this is a "
@@ -205,7 +206,7 @@ def report_line(fetched: Fetched, dataset: str) -> str:
     elif record["canonical"]:
         what = "identical to the canonical Fashion-MNIST: fetch.dataset: canonical would verify it"
     else:
-        what = summary(record)
+        what = version_summary(record)
     return f"fetch: {counts} from {fetched.source} ({what})"
 
 

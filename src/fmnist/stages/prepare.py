@@ -26,8 +26,9 @@ from fmnist.dataset import (
     encode_npz,
     read_idx_dir,
     sha256,
+    version_summary,
 )
-from fmnist.dataset_versions import canonical_order, describe, summary
+from fmnist.dataset_versions import canonical_order, describe
 from fmnist.errors import DataError, report_errors
 from fmnist.params import PrepareParams, load_params
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         args.samples, figures.sample_grid(*splits["train"], params.samples_per_class)
     )
     sizes = ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items())
-    print(f"prepare: {sizes} examples written to {args.out} ({summary(record)})")
+    print(f"prepare: {sizes} examples written to {args.out} ({version_summary(record)})")
     return 0
 
 

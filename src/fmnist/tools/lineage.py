@@ -2,7 +2,8 @@
 
 `fmnist lineage [REV]` answers that for any git rev (a commit, a branch, or a GTO model version
 tag such as `model@v1.0.0`) from what is committed there: `dvc.lock` holds the content hash of
-every output and the params each stage ran with, so nothing needs to be pulled to ask.
+every output and the params each stage ran with, and `metrics/dataset.json` whether the data
+is the canonical Fashion-MNIST or how it differs, so nothing needs to be pulled to ask.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from fmnist.git import git_show, resolve_rev
 # The stages whose outputs are the dataset version and the model version (named in dvc.yaml).
 DATA_STAGES = ("fetch", "prepare")
 MODEL_STAGES = ("train", "package")
+# What the dataset version is (prepare's metric, kept in git): canonical or how it differs.
+DATASET_RECORD = "metrics/dataset.json"
 
 
 @dataclass(frozen=True)
@@ -108,15 +111,35 @@ def lineage_at(repo: str | Path, rev: str) -> dict:
     return {
         "rev": rev,
         "commit": commit,
+        "dataset": committed_dataset(repo, commit),
         "data": hashes(DATA_STAGES),
         "model": hashes(MODEL_STAGES),
         "params": lock_params(lock),
     }
 
 
+def committed_dataset(repo: str | Path, rev: str) -> dict | None:
+    """The dataset record (`fmnist.dataset_versions.describe`) committed at `rev`, if any."""
+    text = git_show(repo, rev, DATASET_RECORD)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None  # a damaged metric does not hide the rest of the lineage
+
+
+def dataset_line(record: dict | None) -> str:
+    """The dataset version in words: canonical, or how a custom one differs from it."""
+    if record is None:
+        return f"unknown (no {DATASET_RECORD} at this rev)"
+    from fmnist.dataset import version_summary  # numpy: only when a record is shown
+
+    return version_summary(record)
+
+
 def format_lineage(record: dict) -> str:
     """The lineage record as aligned text for a terminal."""
     lines = [f"rev      {record['rev']}", f"commit   {record['commit']}"]
+    lines.append(f"dataset  {dataset_line(record.get('dataset'))}")
     for section in ("data", "model"):
         for path, md5 in record[section].items():
             lines.append(f"{section:<8} {md5}  {path}")

@@ -25,6 +25,7 @@ import yaml
 
 from fmnist import atomic
 from fmnist.errors import PipelineError, report_errors
+from fmnist.tools.lineage import DATASET_RECORD, dataset_line
 
 WORKSPACE = "workspace"
 LOCK = "dvc.lock"
@@ -79,6 +80,7 @@ class Snapshot:
     versions: dict[str, str | None]  # path in dvc.lock -> its md5 (None: not in the lock)
     per_class: pd.DataFrame | None  # the per-class report, or None if the side has none
     figures: dict[str, bytes | None]  # path -> PNG bytes
+    dataset: dict | None = None  # what the data is: canonical, or how it differs
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -115,6 +117,14 @@ def lock_versions(lock: bytes | None) -> dict[str, str | None]:
     return {path: found.get(path) for path in VERSIONED.values()}
 
 
+def read_dataset(blob: bytes | None) -> dict | None:
+    """The dataset record of one side (None if it has none or it is unreadable)."""
+    try:
+        return json.loads(blob) if blob else None
+    except ValueError:
+        return None
+
+
 def read_per_class(blob: bytes | None) -> pd.DataFrame | None:
     """Parse `metrics/per_class.csv` (class, precision, recall, f1, support)."""
     return None if blob is None else pd.read_csv(io.BytesIO(blob))
@@ -125,6 +135,7 @@ def snapshot(side: Side) -> Snapshot:
     return Snapshot(
         title=side.title,
         versions=lock_versions(side.read(LOCK)),
+        dataset=read_dataset(side.read(DATASET_RECORD)),
         per_class=read_per_class(side.read(PER_CLASS)),
         figures={path: side.read(path) for path in FIGURES.values()},
     )
@@ -286,6 +297,12 @@ def render(
                 same,
             ]
         )
+    if base.dataset is None and new.dataset is None:
+        same = MISSING
+    else:
+        same = "same" if base.dataset == new.dataset else "**changed**"
+    data = [dataset_line(base.dataset), dataset_line(new.dataset)]
+    rows.insert(0, ["dataset", f"`{DATASET_RECORD}`", *data, same])
     lines += _table(["", "path", base.title, new.title, ""], rows)
     lines += ["", f"The DVC hashes are those in each side's `{LOCK}`.", ""]
     return "\n".join(lines), assets
