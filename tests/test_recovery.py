@@ -45,6 +45,8 @@ def test_the_hint_names_only_what_git_can_restore(tmp_path):
     git("add", "-A", cwd=tmp_path)
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run", cwd=tmp_path)
     (tmp_path / "metrics/dataset.json").write_text("{}")  # never committed
+    assert entry.restore_hint("prepare", tmp_path) == ""  # no dvc.lock: no run to get back
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"fetch": {}, "prepare": {}}}))
     assert entry.restore_hint("prepare", tmp_path) == (
         "DVC removed this stage's outputs before running it; to get the last run's back: "
         "`dvc checkout prepare` (data/prepared, as dvc.lock records them), then "

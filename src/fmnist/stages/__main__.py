@@ -50,12 +50,16 @@ def committed(paths: list[str], root: Path) -> list[str]:
 def restore_hint(stage: str, root: Path) -> str:
     """How to get back the outputs DVC removed before running `stage`: `dvc checkout` for
     those in DVC's cache (as dvc.lock records them), `git checkout` for the metrics and plots
-    kept in git (as last committed). "" when the stage has none or dvc.yaml is unreadable."""
+    kept in git (as last committed). "" when there is nothing to get back (the stage never
+    ran to the end) or dvc.yaml and dvc.lock are unreadable."""
     import yaml  # only under DVC
 
     try:
         spec = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
+        lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
     except (OSError, yaml.YAMLError):
+        return ""
+    if stage not in (lock.get("stages") or {}):
         return ""
     cached, uncached = stage_outputs(spec, stage)
     steps = []
