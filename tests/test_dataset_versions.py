@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import sys
 
 import numpy as np
+import pytest
+import yaml
 
 import helpers
 from fmnist import dataset
 from fmnist import dataset_versions as versions
+from helpers import ROOT, dvc, git
 
 
 def test_canonical_form_depends_on_the_examples_not_their_order(tiny_data):
@@ -69,3 +74,72 @@ def test_summary_names_the_version_in_one_line():
         "custom, against canonical Fashion-MNIST: train 60,200 examples (+200 added, "
         "50 relabelled), test 10,000 examples (unchanged)"
     )
+
+
+# --- end to end, with real `dvc` on the tiny data ------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_same_examples_from_any_source_give_the_same_data_raw_hash(idx_source):
+    # benchmarks/dataset_version.py runs `dvc repro fetch` on the IDX files and on the Kaggle
+    # CSV pair of the same examples (rows shuffled, CRLF; plain and gzipped).
+    script = ROOT / "benchmarks" / "dataset_version.py"
+    cmd = [sys.executable, str(script), "--data", str(idx_source), "--dataset", "custom"]
+    proc = helpers.run(cmd, cwd=ROOT, env={"PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'benchmarks'}"})
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 3
+    hashes = {row[1] for row in rows}
+    assert len(hashes) == 1 and hashes.pop().endswith(".dir")
+    assert proc.stdout.splitlines()[-1] == "equal"
+
+
+@pytest.mark.slow
+def test_a_new_dataset_version_shows_in_metrics_lineage_and_the_report(tiny_repo, tmp_path):
+    dvc("repro", "prepare", cwd=tiny_repo)
+    git("add", "-A", cwd=tiny_repo)
+    git("commit", "-qm", "version 1", cwd=tiny_repo)
+    v1 = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]["fetch"]["outs"][0]
+
+    # Version 2: the same examples, 3 labels corrected, 5 images added, as a Kaggle CSV pair.
+    data = helpers.synthetic_dataset()
+    images, labels = data["train"]
+    labels = labels.copy()
+    labels[:3] = (labels[:3] + 1) % 10
+    extra_images, extra_labels = helpers.synthetic_split(1, seed=11)
+    version = {
+        **data,
+        "train": (
+            np.concatenate([images, extra_images[:5]]),
+            np.concatenate([labels, extra_labels[:5]]),
+        ),
+    }
+    source = helpers.write_csv_dir(tmp_path / "v2", version)
+    helpers.set_params(tiny_repo / "params.yaml", {"fetch.source_dir": str(source)})
+    out = dvc("repro", "prepare", cwd=tiny_repo).stdout
+    assert "fetch: 305 train + 100 test examples" in out
+    v2 = yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"]["fetch"]["outs"][0]
+    assert v2["md5"] != v1["md5"]  # a new dataset version, a new hash
+
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=tiny_repo).stdout)
+    # Against canonical Fashion-MNIST, in which no synthetic image is: all added.
+    assert diff["metrics/dataset.json"]["train.examples"] == {"old": 300, "new": 305, "diff": 5}
+    assert diff["metrics/dataset.json"]["train.added"] == {"old": 300, "new": 305, "diff": 5}
+    assert "test.added" not in diff["metrics/dataset.json"]  # unchanged split: not shown
+
+    git("add", "-A", cwd=tiny_repo)
+    git("commit", "-qm", "version 2", cwd=tiny_repo)
+    fmnist = [sys.executable, "-m", "fmnist.cli"]
+    lineage = helpers.run([*fmnist, "lineage", "--json"], cwd=tiny_repo).stdout
+    record = json.loads(lineage)
+    assert record["data"]["data/raw"] == v2["md5"]
+    assert record["dataset"]["train"]["examples"] == 305
+    assert record["params"]["fetch.dataset"] == "custom"
+    assert record["params"]["fetch.source_dir"] == str(source)
+    text = helpers.run([*fmnist, "lineage"], cwd=tiny_repo).stdout
+    assert "dataset  custom, against canonical Fashion-MNIST: train 305 examples" in text
+
+    helpers.run([*fmnist, "report", "--base", "HEAD~1", "--rev", "HEAD"], cwd=tiny_repo)
+    report = (tiny_repo / "report.md").read_text()
+    assert "train 300 examples (+300 added, -60,000 removed)" in report
+    assert "train 305 examples (+305 added, -60,000 removed)" in report
+    assert f"`{v1['md5']}` | `{v2['md5']}` | **changed** |" in report
