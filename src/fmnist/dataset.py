@@ -262,6 +262,11 @@ def version_summary(record: dict) -> str:
     50 relabelled), test 10,000 examples (unchanged)`."""
     if record.get("canonical"):
         return "canonical Fashion-MNIST"
+    return f"custom, against canonical Fashion-MNIST: {split_changes(record)}"
+
+
+def split_changes(record: dict) -> str:
+    """Per split of a dataset record: its examples and what was added, removed, relabelled."""
     parts = []
     for split in IDX_FILES:
         counts = record.get(split)
@@ -273,4 +278,4 @@ def version_summary(record: dict) -> str:
             if counts[key]
         ]
         parts.append(f"{split} {counts['examples']:,} examples ({', '.join(moved) or 'unchanged'})")
-    return "custom, against canonical Fashion-MNIST: " + ", ".join(parts)
+    return ", ".join(parts)

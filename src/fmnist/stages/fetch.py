@@ -34,6 +34,7 @@ from fmnist.dataset import (
     parse_csv,
     parse_idx_split,
     sha256,
+    split_changes,
     version_summary,
 )
 from fmnist.dataset_versions import canonical_files, describe, differing_files
@@ -144,9 +145,8 @@ def download(base_url: str, timeout_s: float) -> dict[str, Split]:
 
 def not_canonical(record: dict, digests: dict[str, str]) -> str:
     """Why a dataset that should be the canonical one is not: how it differs, and what to do."""
-    differs = version_summary(record).removeprefix("custom, ")
     return (
-        f"not the canonical Fashion-MNIST ({differs}; SHA-256 of "
+        f"not the canonical Fashion-MNIST ({split_changes(record)}; SHA-256 of "
         f"{', '.join(differing_files(digests))} in canonical form differs). If this is a "
         "dataset version of your own, say so: set fetch.dataset: custom (docs/data.md); "
         "otherwise the files are corrupt or edited: get them again"
