@@ -51,8 +51,8 @@ def scratch_repo(base: Path, files: int, mb: float, server: FakeGcs) -> Path:
     return repo
 
 
-def outage(cmd: list[str], files: int, mb: float) -> tuple[float | None, int, list[str]]:
-    """(seconds from the kill to the exit, exit code, the stderr lines that say error)."""
+def outage(cmd: list[str], files: int, mb: float) -> tuple[float | None, int, list[str], int]:
+    """(seconds from the kill to the exit, exit code, the error lines, tracebacks) on stderr."""
     with tempfile.TemporaryDirectory(prefix="remote-outage-") as tmp:
         base = Path(tmp)
         server = FakeGcs(base / "gcs").start()
@@ -73,10 +73,9 @@ def outage(cmd: list[str], files: int, mb: float) -> tuple[float | None, int, li
             end = time.monotonic()
         finally:
             server.stop()
-    said = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
-    if "Traceback" in proc.stderr:
-        said.append(f"({proc.stderr.count('Traceback')} tracebacks)")
-    return (end - killed[0]) if killed else None, proc.returncode, said
+    said = [line for line in proc.stderr.splitlines() if line.lower().startswith("error")]
+    seconds = (end - killed[0]) if killed else None
+    return seconds, proc.returncode, said, proc.stderr.count("Traceback (most recent call last)")
 
 
 def main() -> None:
@@ -88,13 +87,16 @@ def main() -> None:
         "dvc push -r gcs": [sys.executable, "-m", "dvc", "push", "-r", "gcs"],
         "fmnist push -r gcs": [sys.executable, "-m", "fmnist.cli", "push", "-r", "gcs"],
     }
-    print("| command | s from the kill to the exit | exit | error lines | first error line |")
-    print("|---|---|---|---|---|")
+    print(
+        "| command | s from the kill to the exit | exit | error lines | tracebacks | last error |"
+    )
+    print("|---|---|---|---|---|---|")
     for label, cmd in commands.items():
-        seconds, code, said = outage(cmd, args.files, args.mb)
+        seconds, code, said, tracebacks = outage(cmd, args.files, args.mb)
         shown = "—" if seconds is None else f"{seconds:.1f}"
-        first = said[0][:120] if said else ""
-        print(f"| `{label}` | {shown} | {code} | {len(said)} | {first} |", flush=True)
+        last = said[-1][:100] + "…" if said else ""
+        row = [f"`{label}`", shown, str(code), str(len(said)), str(tracebacks), last]
+        print("| " + " | ".join(row) + " |", flush=True)
 
 
 if __name__ == "__main__":
