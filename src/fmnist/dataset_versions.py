@@ -15,13 +15,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fmnist.dataset import IDX_FILES, Split, encode_idx, npz_bytes
+from fmnist.dataset import IDX_FILES, NUM_CLASSES, PIXELS, Split, encode_idx, npz_bytes
 
 # SHA-256 of each IDX file in canonical form (`canonical_files`): examples in canonical order,
 # uncompressed. Equal for the same examples whichever source, row order, line ending or
@@ -38,11 +37,20 @@ CANONICAL_SHA256: dict[str, str] = {
 CANONICAL_REFERENCE = Path(__file__).with_name("canonical_reference.npz")
 
 
+# An example's key: its image digest's first word with the low bits holding its label.
+LABEL_BITS = 4
+assert NUM_CLASSES <= 1 << LABEL_BITS
+
+
 def image_digests(images: np.ndarray) -> np.ndarray:
     """(N, 2) uint64: each image's BLAKE2b-128 digest of its pixels, as two big-endian words."""
-    rows = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
-    blob = b"".join(hashlib.blake2b(row, digest_size=16).digest() for row in rows)
-    return np.frombuffer(blob, dtype=">u8").astype(np.uint64).reshape(len(rows), 2)
+    pixels = memoryview(np.ascontiguousarray(images, dtype=np.uint8)).cast("B")
+    size = PIXELS
+    blob = b"".join(
+        hashlib.blake2b(pixels[start : start + size], digest_size=16).digest()
+        for start in range(0, len(pixels), size)
+    )
+    return np.frombuffer(blob, dtype=">u8").astype(np.uint64).reshape(len(images), 2)
 
 
 def canonical_order(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -86,28 +94,51 @@ class SplitChanges:
         return not (self.added or self.removed or self.relabelled)
 
 
+def example_keys(digests: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) uint64: each example as one number, its image digest's first 60 bits and its label;
+    `key >> LABEL_BITS` is the image alone."""
+    image = digests.astype(np.uint64) >> np.uint64(LABEL_BITS) << np.uint64(LABEL_BITS)
+    return image | labels.astype(np.uint64)
+
+
+def _minus(keys, counts, other_keys, other_counts) -> np.ndarray:
+    """For each of the unique `keys`, its count less the other multiset's (at least 0)."""
+    _, mine, theirs = np.intersect1d(keys, other_keys, assume_unique=True, return_indices=True)
+    left = counts.copy()
+    left[mine] -= np.minimum(counts[mine], other_counts[theirs])
+    return left
+
+
+def _per_image(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The images of the sorted example `keys`, and the `counts` summed per image."""
+    if not len(keys):
+        return keys, counts
+    images, starts = np.unique(keys >> np.uint64(LABEL_BITS), return_index=True)
+    return images, np.add.reduceat(counts, starts)
+
+
 def compare(
     images: np.ndarray, labels: np.ndarray, reference: tuple[np.ndarray, np.ndarray]
 ) -> SplitChanges:
     """How (images, labels) differ from `reference`: (64-bit image digests, labels).
 
-    Images are matched by the first word of their digest (`image_digests`): two different
-    images share it with probability 2^-64, so the counts are exact in practice.
+    Examples count as multisets (a duplicate is an example too). Images are matched by the
+    first 60 bits of their digest (`image_digests`): two different images share them with
+    probability 2^-60, so the counts are exact in practice.
     """
-    ours = Counter(zip(image_digests(images)[:, 0].tolist(), labels.tolist()))
-    theirs = Counter(zip(reference[0].tolist(), reference[1].tolist()))
-    only_ours, only_theirs = ours - theirs, theirs - ours  # multisets: duplicates count
-    ours_by_image = Counter()
-    for (image, _), n in only_ours.items():
-        ours_by_image[image] += n
-    theirs_by_image = Counter()
-    for (image, _), n in only_theirs.items():
-        theirs_by_image[image] += n
-    relabelled = sum((ours_by_image & theirs_by_image).values())
+    ours, ours_n = np.unique(example_keys(image_digests(images)[:, 0], labels), return_counts=True)
+    ref, ref_n = np.unique(example_keys(*reference), return_counts=True)
+    only_ours, only_ref = _minus(ours, ours_n, ref, ref_n), _minus(ref, ref_n, ours, ours_n)
+    our_images, our_left = _per_image(ours, only_ours)
+    ref_images, ref_left = _per_image(ref, only_ref)
+    _, mine, theirs = np.intersect1d(
+        our_images, ref_images, assume_unique=True, return_indices=True
+    )
+    relabelled = int(np.minimum(our_left[mine], ref_left[theirs]).sum())
     return SplitChanges(
         examples=len(labels),
-        added=sum(only_ours.values()) - relabelled,
-        removed=sum(only_theirs.values()) - relabelled,
+        added=int(only_ours.sum()) - relabelled,
+        removed=int(only_ref.sum()) - relabelled,
         relabelled=relabelled,
     )
 
