@@ -1,10 +1,10 @@
 """Fashion-MNIST itself: class names, image shape, file names, and its two formats.
 
-The one source of truth for what the dataset is (its versions and checksums are in
-`fmnist.dataset_versions`). The readers here are strict: a file that is
-truncated, has a wrong magic number or dimensions, declares more data than it holds, or has a
-label out of range raises `DataError` naming the file and the problem, before any array is
-allocated from a declared size.
+The one source of truth for what the dataset is (the canonical form of its versions and the
+canonical checksums are in `fmnist.dataset_versions`; `version_summary` puts a version's record
+in words). The readers here are strict: a file that is truncated, has a wrong magic number or
+dimensions, declares more data than it holds, or has a label out of range raises `DataError`
+naming the file and the problem, before any array is allocated from a declared size.
 """
 
 from __future__ import annotations
