@@ -7,6 +7,7 @@ a few hundred of them give a model that is clearly better than chance.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import shutil
@@ -17,7 +18,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fmnist.dataset import CSV_FILES, IDX_FILES, IMAGE_SIZE, NUM_CLASSES, encode_csv, encode_idx
+from fmnist.dataset import (
+    CSV_FILES,
+    IDX_FILES,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    encode_csv,
+    encode_idx,
+    sha256,
+)
+from fmnist.dataset_versions import canonical_files
 from fmnist.params import Params, with_overrides
 from fmnist.tools import recipe
 
@@ -92,6 +102,38 @@ TRAINING_ENVIRONMENT = {
     "deterministic": True,
 }
 
+
+def write_raw_dir(directory: Path, data: dict) -> Path:
+    """Write `data` into `directory` as `fetch` writes `data/raw`: canonical form."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, blob in canonical_files(data).items():
+        (directory / name).write_bytes(blob)
+    return directory
+
+
+def shuffled(data: dict, seed: int = 3) -> dict:
+    """`data` with the examples of every split in another order."""
+    out = {}
+    for split, (images, labels) in data.items():
+        order = np.random.default_rng(seed).permutation(len(labels))
+        out[split] = (images[order], labels[order])
+    return out
+
+
+def use_as_canonical(monkeypatch, data: dict) -> None:
+    """Make `data` the canonical dataset for this test (its checksums and reference)."""
+    from fmnist import dataset_versions
+
+    digests = {name: sha256(blob) for name, blob in canonical_files(data).items()}
+    reference = np.load(io.BytesIO(dataset_versions.reference_of(data)))
+    monkeypatch.setattr(dataset_versions, "CANONICAL_SHA256", digests)
+    monkeypatch.setattr(
+        dataset_versions,
+        "canonical_reference",
+        lambda: {s: (reference[f"{s}_digests"], reference[f"{s}_labels"]) for s in data},
+    )
+
+
 TINY_PARAMS = {
     "train.epochs": 2,
     "train.batch_size": 16,
@@ -160,7 +202,7 @@ def make_tiny_repo(path: Path, source: Path, overrides: dict | None = None) -> P
             "fetch.source_dir": str(source),
             "fetch.system_dir": "",
             "fetch.base_url": "",
-            "fetch.verify_checksums": False,
+            "fetch.dataset": "custom",
             **TINY_PARAMS,
             **(overrides or {}),
         },

@@ -92,6 +92,18 @@ def expected_code_deps(stage: dict) -> set[str]:
     return files.union(*(data_files(m) for m in modules))
 
 
+def test_data_files_are_found():
+    assert data_files("fmnist.dataset_versions") == {"src/fmnist/canonical_reference.npz"}
+
+
+def leaves(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        out += leaves(value, f"{dotted}.") if isinstance(value, dict) else [dotted]
+    return out
+
+
 def tracked_keys(stage: dict) -> list[str]:
     return [p for p in stage.get("params", []) if isinstance(p, str)]
 
@@ -186,7 +198,8 @@ def test_the_declared_metrics_are_about_the_model():
         for stage in STAGES.values()
         for entry in stage.get("metrics", [])
     }
-    assert metrics == {"metrics/eval.json", "metrics/train.json"}
+    # The dataset record is a metric too: a new dataset version shows in `dvc metrics diff`.
+    assert metrics == {"metrics/eval.json", "metrics/train.json", "metrics/dataset.json"}
     assert "metrics/runs/train.json" in stage_outputs()
 
 

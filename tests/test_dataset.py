@@ -107,16 +107,6 @@ def test_bad_csv_is_refused_with_the_reason(data, message):
         dataset.parse_csv(data, "train.csv")
 
 
-def test_content_digest_ignores_order_but_not_content(tiny_data):
-    images, labels = tiny_data["train"]
-    order = np.random.default_rng(1).permutation(len(labels))
-    digest = dataset.content_digest(images, labels)
-    assert dataset.content_digest(images[order], labels[order]) == digest
-    changed = labels.copy()
-    changed[0] = (changed[0] + 1) % 10
-    assert dataset.content_digest(images, changed) != digest
-
-
 def test_npz_bytes_depend_only_on_the_arrays(tiny_data, tmp_path):
     images, labels = tiny_data["test"]
     first = dataset.encode_npz(images, labels)

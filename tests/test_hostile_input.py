@@ -408,9 +408,13 @@ def test_a_stage_given_an_unwritable_output_fails_with_one_error_line(tmp_path, 
     params.write_text((helpers.ROOT / "params.yaml").read_text())
     helpers.set_params(
         params,
-        {"fetch.source_dir": str(idx_source), "fetch.system_dir": "", "fetch.base_url": ""},
+        {
+            "fetch.dataset": "custom",
+            "fetch.source_dir": str(idx_source),
+            "fetch.system_dir": "",
+            "fetch.base_url": "",
+        },
     )
-    helpers.set_params(params, {"fetch.verify_checksums": False})
     (tmp_path / "data").write_text("a file where the data directory should be")
     assert fetch.main(["--params", str(params), "--out", str(tmp_path / "data" / "raw")]) == 1
     assert capsys.readouterr().err.startswith("error: cannot create directory")

@@ -14,7 +14,13 @@ import yaml
 from fake_gcs import free_port
 from fmnist.dvcfiles import lock_outputs, lock_params
 from fmnist.errors import PipelineError
-from fmnist.tools.lineage import NOT_RECORDED, TRAIN_RECORD, format_lineage, lineage_at
+from fmnist.tools.lineage import (
+    DATASET_RECORD,
+    NOT_RECORDED,
+    TRAIN_RECORD,
+    format_lineage,
+    lineage_at,
+)
 from fmnist.tools.remote import (
     CacheObject,
     RemoteError,
@@ -155,6 +161,11 @@ RECORD = {
     "lock_sha256": LOCK_SHA256,
     "train_seconds": 465.1,
 }
+CUSTOM = {
+    "canonical": False,
+    "train": {"examples": 60_010, "added": 10, "removed": 0, "relabelled": 2},
+    "test": {"examples": 10_000, "added": 0, "removed": 0, "relabelled": 0},
+}
 
 
 @pytest.fixture
@@ -177,6 +188,7 @@ def lock_repo(tmp_path):
     (repo / LOCK_FILE).write_text(LOCK_TEXT)
     (repo / TRAIN_RECORD).parent.mkdir(parents=True)
     (repo / TRAIN_RECORD).write_text(json.dumps(RECORD))
+    (repo / DATASET_RECORD).write_text(json.dumps(CUSTOM))
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "ran", cwd=repo)
     git("tag", "model@v1.0.0", cwd=repo)
@@ -224,6 +236,20 @@ def test_lineage_notes_a_lock_changed_after_training_and_a_record_without_enviro
     git("commit", "-qm", "a broken record", TRAIN_RECORD, cwd=lock_repo)
     with pytest.raises(PipelineError, match="metrics/runs/train.json at HEAD is not JSON"):
         lineage_at(lock_repo, "HEAD")
+
+
+def test_lineage_says_which_dataset_version_made_the_model(lock_repo):
+    record = lineage_at(lock_repo, "model@v1.0.0")
+    assert record["dataset"] == CUSTOM
+    text = format_lineage(record)
+    assert (
+        "dataset  custom, against canonical Fashion-MNIST: train 60,010 examples (+10 added, "
+        "2 relabelled), test 10,000 examples (unchanged)"
+    ) in text.splitlines()
+    git("rm", "-q", DATASET_RECORD, cwd=lock_repo)
+    git("commit", "-qm", "no record", cwd=lock_repo)
+    text = format_lineage(lineage_at(lock_repo, "HEAD"))
+    assert "dataset  unknown (no metrics/dataset.json at this rev)" in text
 
 
 def test_referenced_objects_cover_the_lock_and_dvc_files(lock_repo):

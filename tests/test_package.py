@@ -125,6 +125,22 @@ def test_model_card_has_every_section_and_the_real_numbers():
     assert "CPU (y), TensorFlow's oneDNN kernels on: latency p50" in text
 
 
+def test_model_card_names_a_custom_dataset_version():
+    params, metrics, record = card_inputs()
+    assert "dataset version of its own" not in card.model_card(params, metrics, record)
+    custom = {
+        "canonical": False,
+        "train": {"examples": 60_000, "added": 0, "removed": 0, "relabelled": 7},
+        "test": {"examples": 10_000, "added": 0, "removed": 0, "relabelled": 0},
+    }
+    record["data"]["dataset"] = custom
+    text = card.model_card(params, metrics, record)
+    assert (
+        "**This model was trained on a dataset version of its own** (custom, against canonical "
+        "Fashion-MNIST: train 60,000 examples (7 relabelled), test 10,000 examples (unchanged))"
+    ) in text
+
+
 @pytest.mark.parametrize(
     ("flip", "shift", "says"),
     [

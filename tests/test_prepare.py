@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
@@ -56,27 +58,20 @@ def test_statistics_count_every_class_per_split(tiny_data):
     assert stats["test"]["per_class"]["Ankle boot"] == 10
 
 
-def test_main_writes_arrays_manifest_stats_and_samples(tmp_path, tiny_data):
-    raw = helpers.write_idx_dir(tmp_path / "raw", tiny_data, gz=False)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text((helpers.ROOT / "params.yaml").read_text())
-    out, stats, samples = (
-        tmp_path / "prepared",
-        tmp_path / "m" / "data.json",
-        tmp_path / "m" / "s.png",
-    )
-    args = [
-        "--params",
-        str(params_file),
-        "--raw",
-        str(raw),
-        "--out",
-        str(out),
-        "--stats",
-        str(stats),
-        "--samples",
-        str(samples),
+def main_args(tmp_path, raw) -> list[str]:
+    """prepare's arguments, every output under `tmp_path`."""
+    return [
+        *("--params", str(helpers.ROOT / "params.yaml"), "--raw", str(raw)),
+        *("--out", str(tmp_path / "prepared"), "--stats", str(tmp_path / "m" / "data.json")),
+        *("--dataset", str(tmp_path / "m" / "dataset.json")),
+        *("--samples", str(tmp_path / "m" / "s.png")),
     ]
+
+
+def test_main_writes_arrays_manifest_stats_and_samples(tmp_path, tiny_data):
+    raw = helpers.write_raw_dir(tmp_path / "raw", tiny_data)
+    out, samples = tmp_path / "prepared", tmp_path / "m" / "s.png"
+    args = main_args(tmp_path, raw)
     assert prepare.main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "manifest.json",
@@ -85,7 +80,7 @@ def test_main_writes_arrays_manifest_stats_and_samples(tmp_path, tiny_data):
         "val.npz",
     ]
     images, labels = load_split(out / "test.npz")
-    assert np.array_equal(labels, tiny_data["test"][1])
+    assert np.array_equal(np.sort(labels), np.sort(tiny_data["test"][1]))
     assert samples.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert prepare.main(args) == 0
@@ -93,27 +88,41 @@ def test_main_writes_arrays_manifest_stats_and_samples(tmp_path, tiny_data):
 
 
 def test_main_on_bad_raw_data_writes_nothing(tmp_path, tiny_data, capsys):
-    raw = helpers.write_idx_dir(tmp_path / "raw", tiny_data, gz=False)
+    raw = helpers.write_raw_dir(tmp_path / "raw", tiny_data)
     (raw / "train-images-idx3-ubyte").write_bytes(
         (raw / "train-images-idx3-ubyte").read_bytes()[:-5]
     )
-    out = tmp_path / "prepared"
-    assert (
-        prepare.main(
-            [
-                "--params",
-                str(helpers.ROOT / "params.yaml"),
-                "--raw",
-                str(raw),
-                "--out",
-                str(out),
-                "--stats",
-                str(tmp_path / "d.json"),
-                "--samples",
-                str(tmp_path / "s.png"),
-            ]
-        )
-        == 1
-    )
+    assert prepare.main(main_args(tmp_path, raw)) == 1
     assert "train-images-idx3-ubyte: truncated" in capsys.readouterr().err
-    assert not out.exists() and not (tmp_path / "d.json").exists()
+    assert not (tmp_path / "prepared").exists() and not (tmp_path / "m").exists()
+
+
+def test_the_dataset_metric_says_how_the_version_differs(tmp_path, monkeypatch, tiny_data):
+    helpers.use_as_canonical(monkeypatch, tiny_data)
+    raw = helpers.write_raw_dir(tmp_path / "raw", tiny_data)
+    assert prepare.main(main_args(tmp_path, raw)) == 0
+    unchanged = {"added": 0, "removed": 0, "relabelled": 0}
+    assert json.loads((tmp_path / "m" / "dataset.json").read_text()) == {
+        "canonical": True,
+        "train": {"examples": 300, **unchanged},
+        "test": {"examples": 100, **unchanged},
+    }
+
+    images, labels = tiny_data["test"]
+    labels = labels.copy()
+    labels[:2] = (labels[:2] + 1) % NUM_CLASSES
+    raw = helpers.write_raw_dir(tmp_path / "raw2", {**tiny_data, "test": (images, labels)})
+    assert prepare.main(main_args(tmp_path, raw)) == 0
+    record = json.loads((tmp_path / "m" / "dataset.json").read_text())
+    assert not record["canonical"]
+    assert record["test"] == {"examples": 100, "added": 0, "removed": 0, "relabelled": 2}
+    manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
+    assert manifest["dataset"] == record  # what a package records of its data
+
+
+def test_raw_data_not_in_canonical_form_is_refused(tmp_path, tiny_data, capsys):
+    raw = helpers.write_idx_dir(tmp_path / "raw", tiny_data, gz=False)  # the order it came in
+    assert prepare.main(main_args(tmp_path, raw)) == 1
+    err = capsys.readouterr().err
+    assert "is not in the canonical order `fetch` writes" in err and "dvc repro fetch" in err
+    assert not (tmp_path / "prepared").exists()

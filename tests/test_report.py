@@ -5,6 +5,7 @@ The report on a real pipeline (a sweep's experiments) is tested in tests/test_ex
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -195,6 +196,22 @@ def test_render_flags_a_changed_training_setup():
     assert (
         "- **training setup changed**: precision `mixed_bfloat16` → `float32` "
         "(this alone can move the metrics)"
+    ) in text
+
+
+def test_render_names_a_custom_dataset_version():
+    custom = {
+        "canonical": False,
+        "train": {"examples": 305, "added": 5, "removed": 0, "relabelled": 3},
+        "test": {"examples": 100, "added": 0, "removed": 0, "relabelled": 0},
+    }
+    base = dataclasses.replace(snap("main", M1, None), dataset={"canonical": True})
+    new = dataclasses.replace(snap("workspace", M1, None), dataset=custom)
+    text, _ = report.render(base, new, {}, {}, 0.01, "a")
+    assert (
+        "| dataset | `metrics/dataset.json` | canonical Fashion-MNIST | custom, against "
+        "canonical Fashion-MNIST: train 305 examples (+5 added, 3 relabelled), test 100 "
+        "examples (unchanged) | **changed** |"
     ) in text
 
 

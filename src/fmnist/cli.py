@@ -2,12 +2,18 @@
 
 Each subcommand is a function `main(argv) -> int` (or `module:function`) with its own argparse;
 its module is imported only when used, so `fmnist params` does not pay for importing TensorFlow.
+
+The commands run at the repository root, as DVC's do: their default paths (params.yaml,
+dvc.lock, models/package, ...) are relative to it. From a subdirectory of the repository they
+stop with one line that says where the root is.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from fmnist import __version__, launch
 
@@ -57,7 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     args, rest = parser.parse_known_args(argv)
+    here = Path.cwd()
+    root = project_root(here)
+    if root is not None and root != here:
+        print(
+            f"error: run `fmnist {args.command}` at the repository root, {root}, where dvc.yaml "
+            f"is (its paths are relative to it, as DVC's are): cd {os.path.relpath(root, here)}",
+            file=sys.stderr,
+        )
+        return 2
     return launch.run(entry_point(COMMANDS[args.command][0]), rest, f"fmnist {args.command}")
+
+
+def project_root(start: Path) -> Path | None:
+    """The nearest directory at or above `start` that holds a DVC project (dvc.yaml, .dvc/)."""
+    for directory in (start, *start.parents):
+        if (directory / "dvc.yaml").is_file() and (directory / ".dvc").is_dir():
+            return directory
+    return None
 
 
 def entry_point(target: str):

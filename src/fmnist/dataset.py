@@ -1,9 +1,10 @@
-"""Fashion-MNIST itself: class names, image shape, file names, checksums, and its two formats.
+"""Fashion-MNIST itself: class names, image shape, file names, and its two formats.
 
-The one source of truth for what the dataset is. The readers here are strict: a file that is
-truncated, has a wrong magic number or dimensions, declares more data than it holds, or has a
-label out of range raises `DataError` naming the file and the problem, before any array is
-allocated from a declared size.
+The one source of truth for what the dataset is (the canonical form of its versions and the
+canonical checksums are in `fmnist.dataset_versions`; `version_summary` puts a version's record
+in words). The readers here are strict: a file that is truncated, has a wrong magic number or
+dimensions, declares more data than it holds, or has a label out of range raises `DataError`
+naming the file and the problem, before any array is allocated from a declared size.
 """
 
 from __future__ import annotations
@@ -52,20 +53,6 @@ IDX_FILES: dict[str, tuple[str, str]] = {
 CSV_FILES: dict[str, str] = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"}
 CSV_COLUMNS: tuple[str, ...] = ("label", *(f"pixel{i}" for i in range(1, PIXELS + 1)))
 
-# SHA-256 of each file's decompressed content: the same whichever gzip compressed it.
-CANONICAL_SHA256: dict[str, str] = {
-    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-}
-# The Kaggle CSVs hold the same examples in another order, so they are checked by a digest
-# that does not depend on order (see `content_digest`).
-CANONICAL_CONTENT_DIGEST: dict[str, str] = {
-    "train": "56016b2341e99c383df5cc0ed736f4afb12a6c90855d9f3d69981b294a0159ad",
-    "test": "b73438e78d64c9f337edad19c3eea888b49d646dbe27b46e4e3177218f3581e7",
-}
-
 _IDX_UBYTE = 0x08
 # The largest file the readers accept (the training images are 47 MB): bounds what a
 # corrupt header or a gzip bomb can make us allocate.
@@ -75,14 +62,6 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of `data`."""
     return hashlib.sha256(data).hexdigest()
-
-
-def content_digest(images: np.ndarray, labels: np.ndarray) -> str:
-    """SHA-256 of the (label, pixels) rows sorted: equal for the same examples in any order."""
-    rows = np.concatenate([labels.reshape(-1, 1), images.reshape(len(images), -1)], axis=1)
-    rows = rows.astype(np.uint8, copy=False)
-    order = np.lexsort(rows.T[::-1])
-    return sha256(np.ascontiguousarray(rows[order]).tobytes())
 
 
 def decompress(data: bytes, name: str) -> bytes:
@@ -189,7 +168,8 @@ def parse_csv(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     if len(data) > MAX_FILE_BYTES:
         raise DataError(f"{name}: larger than {MAX_FILE_BYTES} bytes")
     try:
-        frame = pd.read_csv(io.BytesIO(data))
+        # utf-8-sig: a byte-order mark, as spreadsheet tools write, is not part of the header.
+        frame = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{name}: not a readable CSV ({str(exc).strip()})") from None
     columns = tuple(str(c) for c in frame.columns)
@@ -243,15 +223,23 @@ def encode_csv(images: np.ndarray, labels: np.ndarray) -> bytes:
 
 
 def encode_npz(images: np.ndarray, labels: np.ndarray) -> bytes:
-    """A split as `.npz` bytes that depend only on the arrays.
+    """A split as `.npz` bytes that depend only on the arrays."""
+    return npz_bytes({"images": images, "labels": labels})
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
+    """Arrays as `.npz` bytes that depend only on the arrays.
 
     `np.savez` stamps the current time into the zip, which would give the same data a new
     DVC hash on every run; this writes a fixed one instead (`atomic.zip_entry`).
     """
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for key, array in (("images", images), ("labels", labels)):
-            with archive.open(atomic.zip_entry(f"{key}.npy"), "w", force_zip64=True) as stream:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=method) as archive:
+        for key, array in arrays.items():
+            entry = atomic.zip_entry(f"{key}.npy")
+            entry.compress_type = method
+            with archive.open(entry, "w", force_zip64=True) as stream:
                 np.lib.format.write_array(stream, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
 
@@ -267,3 +255,28 @@ def load_split(path: str | Path) -> Split:
         raise DataError(f"{path}: not a prepared split ({exc}); run `dvc repro prepare`") from None
     check_split(images, labels, str(path))
     return images, labels
+
+
+def version_summary(record: dict) -> str:
+    """A dataset version's record (`fmnist.dataset_versions.describe`) in one line, e.g.
+    `custom, against canonical Fashion-MNIST: train 60,200 examples (+200 added,
+    50 relabelled), test 10,000 examples (unchanged)`."""
+    if record.get("canonical"):
+        return "canonical Fashion-MNIST"
+    return f"custom, against canonical Fashion-MNIST: {split_changes(record)}"
+
+
+def split_changes(record: dict) -> str:
+    """Per split of a dataset record: its examples and what was added, removed, relabelled."""
+    parts = []
+    for split in IDX_FILES:
+        counts = record.get(split)
+        if not counts:
+            continue
+        moved = [
+            f"{sign}{counts[key]:,} {key}"
+            for key, sign in (("added", "+"), ("removed", "-"), ("relabelled", ""))
+            if counts[key]
+        ]
+        parts.append(f"{split} {counts['examples']:,} examples ({', '.join(moved) or 'unchanged'})")
+    return ", ".join(parts)

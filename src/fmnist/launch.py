@@ -22,6 +22,8 @@ import tempfile
 from collections.abc import Callable, Iterator, MutableMapping
 from types import ModuleType
 
+from fmnist import errors
+
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 VERBOSE_VARIABLE = "FMNIST_VERBOSE"
@@ -95,5 +97,6 @@ def run(main: Callable[[list[str]], int], argv: list[str], what: str) -> int:
     try:
         return main(argv)
     except KeyboardInterrupt:
-        print(f"\n{what}: interrupted (Ctrl-C); nothing was half-written", file=sys.stderr)
+        line = errors.with_hint(f"{what}: interrupted (Ctrl-C); nothing was half-written")
+        print(f"\n{line}", file=sys.stderr)
         return 130

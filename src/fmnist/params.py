@@ -50,6 +50,7 @@ Distribute = Literal["auto", "none", "one_device", "mirrored", "multi_worker"]
 FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 Monitor = Literal["val_loss", "val_accuracy"]
 Padding = Literal["same", "valid"]
+Dataset = Literal["canonical", "custom"]
 
 # PyYAML reads `1e-3` (no dot) as a string; such a spelling of a number is still a number.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -117,20 +118,31 @@ def _rule(message: str) -> PydanticCustomError:
 
 @_section
 class FetchParams:
-    """Where the `fetch` stage looks for the four Fashion-MNIST IDX files, in order."""
+    """Which dataset version the `fetch` stage gets, and where it looks for it, in order."""
 
+    dataset: Dataset = "canonical"
+    """canonical: Fashion-MNIST itself, from the first source below that has it; its checksums
+    must match. custom: a version of your own (corrected labels, added or removed images) from
+    `source_dir` only; the run records how it differs from the canonical dataset."""
     source_dir: Str = ""
-    """A directory with the IDX files (.gz or not) or the Kaggle CSV pair; "" skips it. The
-    environment variable FMNIST_DATA_DIR names another one, searched next."""
+    """A directory with the IDX files (.gz or not) or the Kaggle CSV pair (.csv or .csv.gz); ""
+    skips it. The environment variable FMNIST_DATA_DIR names another one, searched next (for the
+    canonical dataset only: a custom one is named in params, so lineage shows it)."""
     system_dir: Str = DEBIAN_DATASET_DIR
     """The Debian/Ubuntu package's directory; "" skips it."""
     base_url: Str = OFFICIAL_BASE_URL
     """Base URL of the official `*-ubyte.gz` downloads; "" skips the download."""
     timeout_s: Number(gt=0) = 30.0
     """Seconds before a download attempt is given up."""
-    verify_checksums: Bool = True
-    """Check the decompressed content against the canonical SHA-256 digests. Turn off only for
-    a dataset of your own in the same format (the tests' synthetic one, for example)."""
+
+    @model_validator(mode="after")
+    def _custom_names_its_directory(self) -> FetchParams:
+        if self.dataset == "custom" and not self.source_dir:
+            raise _rule(
+                "fetch.dataset is custom: set fetch.source_dir to the directory that holds "
+                "your dataset version (IDX files or the Kaggle CSV pair)"
+            )
+        return self
 
 
 @_section

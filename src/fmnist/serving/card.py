@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-from fmnist.dataset import CLASS_NAMES
+from fmnist.dataset import CLASS_NAMES, version_summary
 from fmnist.params import ModelParams
 from fmnist.serving.layout import CONFUSION_MATRIX_FILE, MODEL_FILE
 from fmnist.serving.signatures import INPUT_NAME, SIGNATURE
@@ -43,6 +43,15 @@ def lock_text(training: dict) -> str:
     return (
         f"the environment installed from `{training['lock_file']}` "
         f"(SHA-256 {training['lock_sha256'][:12]}…){changed}"
+    )
+
+
+def dataset_version(record: dict | None) -> str:
+    """The model card's sentence on a dataset version of its own ("" for the canonical one)."""
+    if record is None or record.get("canonical"):
+        return ""
+    return (
+        f" **This model was trained on a dataset version of its own** ({version_summary(record)})."
     )
 
 
@@ -85,5 +94,6 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
         "confusion_matrix_file": CONFUSION_MATRIX_FILE,
         "nan": float("nan"),
         "lock_text": lock_text(lineage_record["training"]),
+        "dataset_version": dataset_version(lineage_record["data"].get("dataset")),
     }
     return _template().render(context)

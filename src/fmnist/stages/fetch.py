@@ -1,13 +1,18 @@
-"""Stage `fetch`: put the four original Fashion-MNIST IDX files, decompressed, in `data/raw/`.
+"""Stage `fetch`: write the dataset version to `data/raw/`, four IDX files in canonical form.
 
-Sources are tried in order: `fetch.source_dir`, the directory in $FMNIST_DATA_DIR, the Debian
-package's directory (`fetch.system_dir`) and the official download (`fetch.base_url`). A source
-directory may hold the IDX files (gzipped or not) or the Kaggle CSV pair. A source that is not
-there is skipped; a source that is there but holds bad data stops the stage, so corrupt data is
-never silently replaced by other data.
+`fetch.dataset: canonical` (the default) gets Fashion-MNIST itself. Sources are tried in order:
+`fetch.source_dir`, the directory in $FMNIST_DATA_DIR, the Debian package's directory
+(`fetch.system_dir`) and the official download (`fetch.base_url`). A source that is not there
+is skipped; a source that is there but holds other data stops the stage, naming how it
+differs, so corrupt or edited data is never silently replaced or used.
 
-The raw files are stored decompressed, so the DVC hash of `data/raw` (the dataset version) is
-the same whichever source or gzip produced them.
+`fetch.dataset: custom` gets a dataset version of your own (corrected labels, added or
+removed images) from `fetch.source_dir` only, and says how it differs from the canonical one.
+
+A source directory may hold the IDX files (gzipped or not) or the Kaggle CSV pair (gzipped or
+not, any row order, any line ending). Whatever it came in, the data is written in one
+canonical form (`fmnist.dataset_versions`), so the DVC hash of `data/raw` (the dataset
+version) depends only on the examples.
 """
 
 from __future__ import annotations
@@ -22,17 +27,17 @@ from pathlib import Path
 
 from fmnist import atomic
 from fmnist.dataset import (
-    CANONICAL_CONTENT_DIGEST,
-    CANONICAL_SHA256,
     CSV_FILES,
     IDX_FILES,
-    content_digest,
+    Split,
     decompress,
-    encode_idx,
     parse_csv,
     parse_idx_split,
     sha256,
+    split_changes,
+    version_summary,
 )
+from fmnist.dataset_versions import canonical_files, describe, differing_files
 from fmnist.errors import DataError, report_errors
 from fmnist.params import FetchParams, load_params
 
@@ -55,11 +60,22 @@ class Source:
         return f"{self.origin}: {self.location}"
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A dataset version as `fetch` writes it, where it came from, and what it is."""
+
+    files: dict[str, bytes]  # IDX file name -> bytes, canonical form
+    source: Source
+    record: dict  # `fmnist.dataset_versions.describe`: canonical or not, and how it differs
+
+
 def sources(params: FetchParams, environ: dict[str, str]) -> list[Source]:
     """The sources to try, in order, from params and the environment."""
     found = []
     if params.source_dir:
         found.append(Source("dir", params.source_dir, "fetch.source_dir"))
+    if params.dataset == "custom":
+        return found  # a dataset of your own comes from where params say, or not at all
     if environ.get(ENV_DATA_DIR):
         found.append(Source("dir", environ[ENV_DATA_DIR], f"${ENV_DATA_DIR}"))
     if params.system_dir:
@@ -73,99 +89,95 @@ def _all_idx_names() -> list[str]:
     return [name for pair in IDX_FILES.values() for name in pair]
 
 
-def read_dir(directory: Path) -> tuple[dict[str, bytes], str]:
-    """The decompressed IDX files in `directory`, and the format they came in ("idx"/"csv")."""
+def _first_file(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_dir(directory: Path) -> tuple[dict[str, Split], str]:
+    """Every split from the IDX files or the Kaggle CSV pair in `directory`, and which format
+    it was ("idx" or "csv")."""
     if not directory.is_dir():
         raise SourceMissing(f"no such directory {directory}")
-    idx = {}
-    for name in _all_idx_names():
-        for candidate in (directory / name, directory / f"{name}.gz"):
-            if candidate.is_file():
-                idx[name] = decompress(candidate.read_bytes(), str(candidate))
-                break
-    if len(idx) == len(IDX_FILES) * 2:
-        return idx, "idx"
-    csv_paths = {split: directory / name for split, name in CSV_FILES.items()}
-    if all(p.is_file() for p in csv_paths.values()):
-        out = {}
-        for split, path in csv_paths.items():
-            images, labels = parse_csv(path.read_bytes(), str(path))
-            images_name, labels_name = IDX_FILES[split]
-            out[images_name], out[labels_name] = encode_idx(images), encode_idx(labels)
-        return out, "csv"
-    if idx:
-        missing = sorted(set(_all_idx_names()) - set(idx))
+    idx = {name: _first_file(directory, name) for name in _all_idx_names()}
+    if all(idx.values()):
+        splits = {
+            split: parse_idx_split(
+                *(decompress(idx[name].read_bytes(), str(idx[name])) for name in names), split
+            )
+            for split, names in IDX_FILES.items()
+        }
+        return splits, "idx"
+    csv = {split: _first_file(directory, name) for split, name in CSV_FILES.items()}
+    if all(csv.values()):
+        splits = {
+            split: parse_csv(decompress(path.read_bytes(), str(path)), str(path))
+            for split, path in csv.items()
+        }
+        return splits, "csv"
+    if any(idx.values()):
+        missing = sorted(name for name, path in idx.items() if path is None)
         raise DataError(f"{directory}: has some IDX files but not {', '.join(missing)} (nor .gz)")
     raise SourceMissing(
         f"{directory} holds neither the IDX files ({', '.join(_all_idx_names())}, or .gz) "
-        f"nor the Kaggle CSV pair ({', '.join(CSV_FILES.values())})"
+        f"nor the Kaggle CSV pair ({', '.join(CSV_FILES.values())}, or .gz)"
     )
 
 
-def download(base_url: str, timeout_s: float) -> dict[str, bytes]:
-    """Download and decompress the four `.gz` files from `base_url`."""
-    out = {}
+def download(base_url: str, timeout_s: float) -> dict[str, Split]:
+    """Download, decompress and decode the four `.gz` files from `base_url`."""
+    blobs = {}
     for name in _all_idx_names():
         url = base_url.rstrip("/") + f"/{name}.gz"
         print(f"fetch: downloading {url}", flush=True)
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                out[name] = decompress(response.read(), url)
+                blobs[name] = decompress(response.read(), url)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise SourceMissing(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-    return out
+    return {
+        split: parse_idx_split(*(blobs[name] for name in names), split)
+        for split, names in IDX_FILES.items()
+    }
 
 
-def verify(files: dict[str, bytes], fmt: str) -> None:
-    """Check `files` against the canonical digests; a CSV source is checked order-free."""
-    if fmt == "idx":
-        for name, data in files.items():
-            if sha256(data) != CANONICAL_SHA256[name]:
-                raise DataError(
-                    f"{name}: SHA-256 of its decompressed content is {sha256(data)}, not the "
-                    f"canonical {CANONICAL_SHA256[name]}; the file is corrupt or not "
-                    "Fashion-MNIST (set fetch.verify_checksums: false only for data of your own)"
-                )
-        return
-    for split, (images_name, labels_name) in IDX_FILES.items():
-        images, labels = parse_idx_split(files[images_name], files[labels_name], split)
-        if content_digest(images, labels) != CANONICAL_CONTENT_DIGEST[split]:
-            raise DataError(
-                f"{CSV_FILES[split]}: its examples differ from the canonical Fashion-MNIST "
-                f"{split} set; the file is corrupt or edited"
-            )
+def not_canonical(record: dict, digests: dict[str, str]) -> str:
+    """Why a dataset that should be the canonical one is not: how it differs, and what to do."""
+    return (
+        f"not the canonical Fashion-MNIST ({split_changes(record)}; SHA-256 of "
+        f"{', '.join(differing_files(digests))} in canonical form differs). If this is a "
+        "dataset version of your own, say so: set fetch.dataset: custom (docs/data.md); "
+        "otherwise the files are corrupt or edited: get them again"
+    )
 
 
-def check(files: dict[str, bytes]) -> dict[str, int]:
-    """Decode every split to prove the files are well-formed IDX; return examples per split."""
-    counts = {}
-    for split, (images_name, labels_name) in IDX_FILES.items():
-        _, labels = parse_idx_split(files[images_name], files[labels_name], split)
-        counts[split] = len(labels)
-    return counts
-
-
-def fetch(params: FetchParams, environ: dict[str, str]) -> tuple[dict[str, bytes], Source]:
-    """Get the four decompressed, checked IDX files from the first source that has them."""
+def fetch(params: FetchParams, environ: dict[str, str]) -> Fetched:
+    """The dataset version in canonical form, from the first source that has it, checked."""
     tried = []
     for source in sources(params, environ):
         try:
             if source.kind == "dir":
-                files, fmt = read_dir(Path(source.location))
+                splits, _ = read_dir(Path(source.location))
             else:
-                files, fmt = download(source.location, params.timeout_s), "idx"
+                splits = download(source.location, params.timeout_s)
         except SourceMissing as exc:
+            if params.dataset == "custom":
+                raise DataError(
+                    f"fetch.dataset is custom, so the data comes from {source} only, and "
+                    f"{exc}; point fetch.source_dir at your dataset version"
+                ) from None
             tried.append(f"{source}: {exc}")
             continue
         except DataError as exc:
             raise DataError(f"{source}: {exc}") from None
-        check(files)
-        if params.verify_checksums:
-            try:
-                verify(files, fmt)
-            except DataError as exc:
-                raise DataError(f"{source}: {exc}") from None
-        return files, source
+        files = canonical_files(splits)
+        digests = {name: sha256(data) for name, data in files.items()}
+        record = describe(splits, digests)
+        if params.dataset == "canonical" and not record["canonical"]:
+            raise DataError(f"{source}: {not_canonical(record, digests)}")
+        return Fetched(files, source, record)
     listing = "\n".join(f"  - {t}" for t in tried) or "  (none configured)"
     raise DataError(
         "Fashion-MNIST was not found. Sources tried:\n"
@@ -185,6 +197,19 @@ def write_raw(files: dict[str, bytes], out_dir: Path) -> None:
             (tmp / name).write_bytes(data)
 
 
+def report_line(fetched: Fetched, dataset: str) -> str:
+    """What `fetch` got, from where, and whether it is the canonical dataset."""
+    record = fetched.record
+    counts = f"{record['train']['examples']} train + {record['test']['examples']} test examples"
+    if dataset == "canonical":
+        what = "canonical Fashion-MNIST, checksums verified"
+    elif record["canonical"]:
+        what = "identical to the canonical Fashion-MNIST: fetch.dataset: canonical would verify it"
+    else:
+        what = version_summary(record)
+    return f"fetch: {counts} from {fetched.source} ({what})"
+
+
 @report_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -192,13 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/raw"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    files, source = fetch(params.fetch, dict(os.environ))
-    write_raw(files, args.out)
-    counts = check(files)  # cheap: decoding is a view of the bytes
-    checked = "checksums verified" if params.fetch.verify_checksums else "checksums NOT verified"
-    print(
-        f"fetch: {counts['train']} train + {counts['test']} test examples from {source} ({checked})"
-    )
+    fetched = fetch(params.fetch, dict(os.environ))
+    write_raw(fetched.files, args.out)
+    print(report_line(fetched, params.fetch.dataset))
     return 0
 
 

@@ -1,9 +1,11 @@
 """Stage `prepare`: validate the raw data, split train/validation, write compact arrays.
 
 Writes `train.npz`, `val.npz` and `test.npz` (uint8 images (N, 28, 28) and labels) plus a
-`manifest.json` with the SHA-256 of every raw file and array (the dataset version a package
-records), the class counts per split (a record of the data, not a DVC metric), and a grid of
-sample images.
+`manifest.json` with the SHA-256 of every raw file and array and the dataset record (the
+dataset version a package records), the class counts per split (a record of the data, not a DVC
+metric), and a grid of sample images. Data-quality monitoring: the `dataset.json` metric says
+whether the raw data is the canonical Fashion-MNIST and what each split added, removed and
+relabelled against it, so `dvc metrics diff` shows a new dataset version to a reviewer.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from sklearn.model_selection import train_test_split
 from fmnist import atomic
 from fmnist.dataset import (
     CLASS_NAMES,
+    IDX_FILES,
     NUM_CLASSES,
     Split,
     encode_npz,
     read_idx_dir,
     sha256,
+    version_summary,
 )
+from fmnist.dataset_versions import canonical_order, describe
 from fmnist.errors import DataError, report_errors
 from fmnist.params import PrepareParams, load_params
 
@@ -84,6 +89,17 @@ def prepare(train: Split, test: Split, params: PrepareParams) -> dict[str, Split
     return {"train": train_part, "val": val_part, "test": test}
 
 
+def check_canonical_form(raw: dict[str, Split], where: Path) -> None:
+    """The raw splits are in the canonical order `fetch` writes, so their hash is the version."""
+    for split, (images, labels) in raw.items():
+        if not np.array_equal(canonical_order(images, labels), np.arange(len(labels))):
+            raise DataError(
+                f"{where}: the {split} split ({', '.join(IDX_FILES[split])}) is not in the "
+                "canonical order `fetch` writes, so its hash would not name its dataset "
+                "version; put data in data/raw only through `dvc repro fetch`"
+            )
+
+
 def statistics(splits: dict[str, Split]) -> dict:
     """Example and class counts per split, as the `data.json` metric."""
     return {
@@ -102,15 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", type=Path, default=Path("data/raw"))
     parser.add_argument("--out", type=Path, default=Path("data/prepared"))
     parser.add_argument("--stats", type=Path, default=Path("metrics/data.json"))
+    parser.add_argument("--dataset", type=Path, default=Path("metrics/dataset.json"))
     parser.add_argument("--samples", type=Path, default=Path("metrics/figures/samples.png"))
     args = parser.parse_args(argv)
     params = load_params(args.params).prepare
     raw, raw_digests = read_idx_dir(args.raw)
+    check_canonical_form(raw, args.raw)
     splits = prepare(raw["train"], raw["test"], params)
+    record = describe(raw, raw_digests)
 
     from fmnist import figures  # matplotlib only once the data is known to be good
 
-    manifest = {"raw": raw_digests, "prepared": {}}
+    manifest = {"raw": raw_digests, "dataset": record, "prepared": {}}
     with atomic.atomic_path(args.out) as tmp:
         tmp.mkdir()
         for name, (images, labels) in splits.items():
@@ -119,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             manifest["prepared"][f"{name}.npz"] = sha256(blob)
         atomic.write_json(tmp / "manifest.json", manifest)
     atomic.write_json(args.stats, statistics(splits))
+    atomic.write_json(args.dataset, record)
     atomic.write_bytes(
         args.samples, figures.sample_grid(*splits["train"], params.samples_per_class)
     )
     sizes = ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items())
-    print(f"prepare: {sizes} examples written to {args.out}")
+    print(f"prepare: {sizes} examples written to {args.out} ({version_summary(record)})")
     return 0
 
 

@@ -2,9 +2,10 @@
 
 `fmnist lineage [REV]` answers that for any git rev (a commit, a branch, or a GTO model version
 tag such as `fashion-mnist-cnn@v1.0.0`) from what is committed there: `dvc.lock` holds the
-content hash of every output and the params each stage ran with, the training record (kept in
-git) the versions of Python, TensorFlow, Keras, NumPy and DVC, the lock they were installed from
-and what each `auto` setting resolved to; so nothing needs to be pulled to ask.
+content hash of every output and the params each stage ran with; `metrics/dataset.json` whether
+the data is the canonical Fashion-MNIST or how it differs; the training record the versions of
+Python, TensorFlow, Keras, NumPy and DVC, the lock they were installed from and what each `auto`
+setting resolved to. All are kept in git, so nothing needs to be pulled to ask.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ MODEL_STAGES = ("train", "package")
 # The train stage's record of its run (dvc.yaml: `--record`; `cache: false`, so in git).
 TRAIN_RECORD = "metrics/runs/train.json"
 NOT_RECORDED = "(not recorded)"
+# What the dataset version is (prepare's metric, kept in git): canonical or how it differs.
+DATASET_RECORD = "metrics/dataset.json"
 
 
 def training_environment(record: dict | None) -> dict:
@@ -70,6 +73,7 @@ def lineage_at(repo: str | Path, rev: str) -> dict:
     return {
         "rev": rev,
         "commit": commit,
+        "dataset": committed_dataset(repo, commit),
         "data": hashes(DATA_STAGES),
         "model": hashes(MODEL_STAGES),
         "params": dvcfiles.lock_params(lock),
@@ -78,9 +82,28 @@ def lineage_at(repo: str | Path, rev: str) -> dict:
     }
 
 
+def committed_dataset(repo: str | Path, rev: str) -> dict | None:
+    """The dataset record (`fmnist.dataset_versions.describe`) committed at `rev`, if any."""
+    text = git_show(repo, rev, DATASET_RECORD)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None  # a damaged metric does not hide the rest of the lineage
+
+
+def dataset_line(record: dict | None) -> str:
+    """The dataset version in words: canonical, or how a custom one differs from it."""
+    if record is None:
+        return f"unknown (no {DATASET_RECORD} at this rev)"
+    from fmnist.dataset import version_summary  # numpy: only when a record is shown
+
+    return version_summary(record)
+
+
 def format_lineage(record: dict) -> str:
     """The lineage record as aligned text for a terminal."""
     lines = [f"rev      {record['rev']}", f"commit   {record['commit']}"]
+    lines.append(f"dataset  {dataset_line(record.get('dataset'))}")
     for section in ("data", "model"):
         for path, md5 in record[section].items():
             lines.append(f"{section:<8} {md5}  {path}")

@@ -10,6 +10,13 @@ up to date". `--repair` uploads what is missing from the local cache.
 DVC itself reports an unreachable endpoint or a missing bucket as "unexpected error" with a
 traceback; `check_remote` and `remote_errors` turn those into one sentence naming the remote
 and what to do, for `fmnist push` / `fmnist pull` (`transfer`) and `fmnist verify-remote`.
+
+A remote that goes away during a transfer: gcsfs retries each request for about 31 s (six
+tries, 1 to 16 s apart), logging a traceback when it gives up, and DVC then starts on the next
+files, so a server gone for good costs minutes. `fmnist push|pull` runs DVC in a child process
+and probes the remote's endpoint every second; once it has been unreachable for
+`FMNIST_REMOTE_TIMEOUT` seconds (`--timeout`; default 20, shorter than gcsfs's retries) it stops
+the transfer and says so in one line.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import socket
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,6 +45,12 @@ from fmnist.git import git, git_show, resolve_rev
 HNS_PROBE_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"
 GCS_ENDPOINT = "https://storage.googleapis.com"
 CONNECT_TIMEOUT_S = 5.0
+# How long a push or pull waits for a remote that stopped answering (see the module's doc).
+TIMEOUT_ENV = "FMNIST_REMOTE_TIMEOUT"
+DEFAULT_TIMEOUT_S = 20.0
+PROBE_INTERVAL_S = 1.0
+# The child process of a transfer: DVC's command line (`run_dvc`).
+CHILD = "from fmnist.tools.remote import run_dvc; run_dvc()"
 
 
 class RemoteError(PipelineError):
@@ -101,20 +117,33 @@ def endpoint(config: dict) -> tuple[str, int] | None:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
+def probed_endpoint(config: dict) -> tuple[str, int] | None:
+    """The endpoint a plain TCP connect can probe: None for a local path, or behind a proxy
+    (which a direct connect would wrongly fail)."""
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY"))
+    return None if proxied else endpoint(config)
+
+
+def connect_error(address: tuple[str, int], timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why a TCP connection to `address` fails, or None when it succeeds."""
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
 def check_reachable(name: str, config: dict, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Fail fast, naming the remote, if its endpoint does not accept a connection.
 
     gcsfs retries a refused connection six times with back-off (about 40 s) and DVC then
     prints "unexpected error"; one plain TCP connect says the same thing at once.
     """
-    address = endpoint(config)
-    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY"))
-    if address is None or proxied:
-        return  # a local path; or a proxy, which a direct connect would wrongly fail
-    try:
-        socket.create_connection(address, timeout=timeout).close()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+    address = probed_endpoint(config)
+    if address is None:
+        return
+    reason = connect_error(address, timeout)
+    if reason:
         raise RemoteError(
             f"remote '{name}' ({config['url']}): cannot connect to {address[0]}:{address[1]} "
             f"({reason}). Check the network and the endpoint "
@@ -229,30 +258,123 @@ def check_remote(repo_root: str | Path, name: str | None) -> tuple[str, dict]:
     return name, config
 
 
+def transfer_timeout(option: float | None, environ: dict[str, str]) -> float:
+    """Seconds a transfer waits for a remote that stopped answering: `--timeout`, else
+    $FMNIST_REMOTE_TIMEOUT, else the default."""
+    if option is not None:
+        value, origin = str(option), "--timeout"
+    elif environ.get(TIMEOUT_ENV):
+        value, origin = environ[TIMEOUT_ENV], TIMEOUT_ENV
+    else:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise RemoteError(f"{origin} must be a number of seconds above 0, got {value!r}")
+    return seconds
+
+
+def run_dvc() -> None:
+    """The child process of a transfer: DVC's command line on `sys.argv[1:]`.
+
+    gcsfs logs a traceback for each request whose retries ran out; the parent reports the
+    failure in one line instead, so they are dropped here.
+    """
+    gcsfs_log = logging.getLogger("gcsfs")
+    gcsfs_log.addHandler(logging.NullHandler())
+    gcsfs_log.propagate = False
+    from dvc.cli import main as dvc_main
+
+    sys.exit(dvc_main(sys.argv[1:]))
+
+
+def supervise(
+    proc: subprocess.Popen,
+    address: tuple[str, int] | None,
+    timeout_s: float,
+    probe: Callable[[tuple[str, int]], str | None] = connect_error,
+) -> str | None:
+    """Wait for `proc`, probing `address` every second. If it stays unreachable for
+    `timeout_s`, stop `proc` and return why it was unreachable; None when `proc` ended."""
+    down_since = None
+    while True:
+        try:
+            proc.wait(timeout=PROBE_INTERVAL_S)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if address is None:
+            continue
+        reason = probe(address)
+        if reason is None:
+            down_since = None
+        elif down_since is None:
+            down_since = time.monotonic()
+        elif time.monotonic() - down_since >= timeout_s:
+            stop(proc)
+            return reason
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """End `proc`: SIGTERM, then SIGKILL if it has not exited after `grace_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def transfer(direction: str, argv: list[str] | None) -> int:
-    """`fmnist push|pull [-r REMOTE] [TARGETS...]`: check the remote, then run `dvc push|pull`.
+    """`fmnist push|pull [-r REMOTE] [--timeout S] [TARGETS...]`: check the remote, then run
+    `dvc push|pull`, stopped if the remote stops answering for `--timeout` seconds.
 
     DVC does the transfer (and skips what is already there, so a rerun finishes an
-    interrupted one); this only adds a fast check first and a clear last line on failure.
+    interrupted one); this adds a fast check first, a bound on the wait for a remote that
+    went away, and a clear last line on failure.
     """
     parser = argparse.ArgumentParser(
         prog=f"fmnist {direction}",
         description=f"`dvc {direction}` with a clear error when the remote is not usable.",
     )
     parser.add_argument("-r", "--remote", help="remote name (default: the default remote)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help=f"seconds to wait for a remote that stopped answering (default: ${TIMEOUT_ENV} "
+        f"or {DEFAULT_TIMEOUT_S:g})",
+    )
     parser.add_argument("targets", nargs="*", help="stages or .dvc files (default: all)")
     args = parser.parse_args(argv)
+    timeout_s = transfer_timeout(args.timeout, dict(os.environ))
     name, config = check_remote(".", args.remote)
-    from dvc.cli import main as dvc_main
-
-    returncode = dvc_main([direction, "-r", name, *args.targets])
-    if returncode != 0:
-        kept = "uploaded" if direction == "push" else "downloaded"
+    kept = "uploaded" if direction == "push" else "downloaded"
+    untouched = (
+        f"Objects already {kept} are kept and the rest of your cache and workspace is untouched"
+    )
+    rerun = f"rerun `fmnist {direction} -r {name}` to finish (only what is missing is transferred)"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, direction, "-r", name, *args.targets])
+    address = probed_endpoint(config)
+    try:
+        lost = supervise(proc, address, timeout_s)
+    except KeyboardInterrupt:
+        stop(proc)  # it had the Ctrl-C too: let it finish its own way out
+        raise
+    if lost is not None:
+        host, port = address
+        raise RemoteError(
+            f"remote '{name}' ({config['url']}): {host}:{port} stopped answering during "
+            f"`dvc {direction}` ({lost} for {timeout_s:g} s; --timeout or ${TIMEOUT_ENV} "
+            f"sets how long to wait), so the {direction} was stopped. {untouched}; once the "
+            f"remote answers, {rerun}"
+        )
+    if proc.returncode != 0:
         raise RemoteError(
             f"`dvc {direction}` with remote '{name}' ({config['url']}) failed (exit "
-            f"{returncode}; DVC's message is above). Objects already {kept} are kept and "
-            f"the rest of your cache and workspace is untouched; rerun `fmnist {direction} "
-            f"-r {name}` to finish (only what is missing is transferred)"
+            f"{proc.returncode}; DVC's message is above). {untouched}; {rerun}"
         )
     return 0
 

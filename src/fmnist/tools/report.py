@@ -29,7 +29,7 @@ from fmnist.environment import ENVIRONMENT_FIELDS
 from fmnist.errors import PipelineError, report_errors
 from fmnist.git import commit_of, git, git_show, is_repo
 from fmnist.tables import markdown_table
-from fmnist.tools.lineage import TRAIN_RECORD, training_environment
+from fmnist.tools.lineage import DATASET_RECORD, TRAIN_RECORD, dataset_line, training_environment
 
 WORKSPACE = "workspace"
 LOCK = dvcfiles.LOCK
@@ -96,6 +96,7 @@ class Snapshot:
     figures: dict[str, bytes | None]  # path -> PNG bytes
     scores: dict | None = None  # MAIN_METRICS, parsed (None: the side has none)
     run: dict | None = None  # RUN_RECORD, parsed (None: the side has none)
+    dataset: dict | None = None  # what the data is: canonical, or how it differs
 
     @property
     def environment(self) -> dict:
@@ -130,6 +131,14 @@ def lock_versions(lock: bytes | None) -> dict[str, str | None]:
     return {path: found.get(path) for path in VERSIONED.values()}
 
 
+def read_dataset(blob: bytes | None) -> dict | None:
+    """The dataset record of one side (None if it has none or it is unreadable)."""
+    try:
+        return json.loads(blob) if blob else None
+    except ValueError:
+        return None
+
+
 def read_per_class(blob: bytes | None) -> pd.DataFrame | None:
     """Parse `metrics/per_class.csv` (class, precision, recall, f1, support)."""
     return None if blob is None else pd.read_csv(io.BytesIO(blob))
@@ -151,6 +160,7 @@ def snapshot(side: Side) -> Snapshot:
     return Snapshot(
         title=side.title,
         versions=lock_versions(side.read(LOCK)),
+        dataset=read_dataset(side.read(DATASET_RECORD)),
         per_class=read_per_class(side.read(PER_CLASS)),
         figures={path: side.read(path) for path in FIGURES.values()},
         scores=read_json_blob(side.read(MAIN_METRICS)),
@@ -393,6 +403,12 @@ def render(
                 same,
             ]
         )
+    if base.dataset is None and new.dataset is None:
+        same = MISSING
+    else:
+        same = "same" if base.dataset == new.dataset else "**changed**"
+    data = [dataset_line(base.dataset), dataset_line(new.dataset)]
+    rows.insert(0, ["dataset", f"`{DATASET_RECORD}`", *data, same])
     lines.append(markdown_table(["", "path", base.title, new.title, ""], rows))
     lines += ["", f"The DVC hashes are those in each side's `{LOCK}`.", ""]
 
