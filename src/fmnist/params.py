@@ -311,6 +311,17 @@ def params_to_dict(params: Any) -> dict[str, Any]:
     return out
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted key: leaf value}: `{"train": {"epochs": 2}}` gives
+    `{"train.epochs": 2}`, the spelling of `dvc exp run -S` and of the errors above."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
 def _join(errors: list[str]) -> str:
     if len(errors) == 1:
         return errors[0]

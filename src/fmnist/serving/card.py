@@ -28,18 +28,11 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
     """The model card (Markdown): intended use, data, architecture, metrics, limits, versions."""
     model, train = params["model"], params["train"]
     optimizer = "AdamW" if train.get("weight_decay") else "Adam"
-    training, speed = lineage_record["training"], lineage_record["inference"]
-    packaging = lineage_record["packaging"]
+    training = lineage_record["training"]
     per_class = metrics["per_class"]
     worst = sorted(per_class, key=lambda r: r["f1"])[:3]
     splits = [s for s in ("train", "val", "test") if s in metrics]
     test = metrics["test"]
-    code = lineage_record["code"]
-    commit = code.get("commit") or "unknown"
-    if code.get("dirty"):
-        # The usual case: `dvc repro` runs before the commit that records its results. The
-        # registered version's dvc.lock pins the exact inputs (their MD5s are in lineage.json).
-        commit += " (with uncommitted changes: the version's dvc.lock pins the inputs)"
     raw = lineage_record["data"].get("raw", {})
     return "\n".join(
         [
@@ -84,7 +77,7 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             f"{training.get('epochs_run', '?')} of at most {train['epochs']} epochs, seed "
             f"{train['seed']}.",
             f"- Trained on {training.get('device', 'unknown')}, precision "
-            f"{training.get('precision', 'unknown')}, in {training.get('train_seconds', '?')} s.",
+            f"{training.get('precision', 'unknown')}.",
             "",
             "## Metrics",
             "",
@@ -107,13 +100,12 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "",
             f"The confusion matrix is `{CONFUSION_MATRIX_FILE}` beside this card.",
             "",
-            "## Inference speed (on the packaging machine)",
+            "## Inference speed",
             "",
-            f"{packaging['device']}, TensorFlow's oneDNN kernels "
-            f"{'on' if packaging['onednn'] else 'off'}: latency p50 {speed['latency_ms_p50']} ms, "
-            f"p95 {speed['latency_ms_p95']} ms at batch 1 ({speed['latency_runs']} calls); "
-            f"{speed['throughput_images_per_s']} images/s at batch "
-            f"{speed['throughput_batch_size']}. The model needs no GPU.",
+            "The model needs no GPU. The `package` stage times this SavedModel on the machine "
+            "that packages it (latency at batch 1, throughput at a large batch) and keeps the "
+            "figures in its run record, `metrics/runs/package.json`, not in the package: the "
+            "package's bytes depend only on the model and its metadata.",
             "",
             "## Limitations",
             "",
@@ -127,11 +119,11 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "",
             "## Versions",
             "",
-            f"- Code commit: {commit}",
+            "- Code: `lineage.json` holds the MD5 of every source file each stage ran and the "
+            "params it read (`provenance`); the git commit of a registered version is its tag's: "
+            "`fmnist lineage fashion-mnist-cnn@vX.Y.Z`.",
             f"- Trained with TensorFlow {training.get('tensorflow', '?')}, Keras "
             f"{training.get('keras', '?')}, Python {training.get('python', '?')}.",
-            f"- Packaged {lineage_record['packaged_at']} with TensorFlow "
-            f"{packaging['tensorflow']}.",
             "",
         ]
     )

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist import atomic
+from fmnist import atomic, provenance
 from fmnist.dataset import (
     CANONICAL_CONTENT_DIGEST,
     CANONICAL_SHA256,
@@ -190,10 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, default=Path("data/raw"))
+    parser.add_argument("--provenance", type=Path, default=Path("metrics/provenance/fetch.json"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
     files, source = fetch(params.fetch, dict(os.environ))
     write_raw(files, args.out)
+    provenance.write(args.provenance, "fetch", params)
     counts = check(files)  # cheap: decoding is a view of the bytes
     checked = "checksums verified" if params.fetch.verify_checksums else "checksums NOT verified"
     print(

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from fmnist import atomic
+from fmnist import atomic, provenance
 from fmnist.dataset import Split, load_split
 from fmnist.errors import report_errors
 from fmnist.model import architectures, saving
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
     parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
     parser.add_argument("--record", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument("--provenance", type=Path, default=Path("metrics/provenance/train.json"))
     # Outside DVC's outputs, which DVC deletes before the stage runs (git-ignored).
     parser.add_argument("--backup-dir", type=Path, default=Path(".cache/train-backup"))
     parser.add_argument(
@@ -204,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     fingerprint = resume.fingerprint(params, data_files)
     run = functools.partial(fit_and_write, params, strategy, train_split, val_split, runtime)
     if cluster.is_chief:
-        return run(args.model, args.live_dir, args.record, args.backup_dir / fingerprint)
+        status = run(args.model, args.live_dir, args.record, args.backup_dir / fingerprint)
+        provenance.write(args.provenance, "train", params)
+        return status
     # Every worker runs the same steps, saving included, in lockstep; only the chief's are kept.
     with contextlib.ExitStack() as stack:
         scratch = args.worker_dir or Path(
