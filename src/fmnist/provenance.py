@@ -131,6 +131,8 @@ def same_value(a: Any, b: Any) -> bool:
     `1e-07` that DVC writes into dvc.lock as a string, and `2` and `2.0` are one number."""
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
     na, nb = _number(a), _number(b)
     if na is not None and nb is not None:
         return na == nb

@@ -177,11 +177,13 @@ class Verdict:
     notes: list[str]
 
 
-def release_checks(repo: str | Path, version: str, commit: str) -> tuple[list[str], list[str]]:
+def release_checks(
+    repo: str | Path, version: str, commit: str, remote: str | None = None
+) -> tuple[list[str], list[str]]:
     """The prod gate's integrity and lineage checks: (problems, notes)."""
     problems = lineage.lineage_problems(repo, commit)
     try:
-        with registry.fetched(repo, version=version, commit=commit) as package:
+        with registry.fetched(repo, version=version, commit=commit, remote=remote) as package:
             problems += lineage.package_problems(repo, commit, package)
     except IntegrityError as exc:
         return [f"integrity: {exc}", *problems], []
@@ -190,7 +192,12 @@ def release_checks(repo: str | Path, version: str, commit: str) -> tuple[list[st
 
 
 def judge(
-    repo: str | Path, version: str, stage: str, message: str, before_tag: str | None = None
+    repo: str | Path,
+    version: str,
+    stage: str,
+    message: str,
+    before_tag: str | None = None,
+    remote: str | None = None,
 ) -> Verdict:
     """Apply every gate to assigning `stage` to `version` with the annotation `message`, on the
     registry as it is (or as it was before the tag `before_tag`)."""
@@ -220,7 +227,7 @@ def judge(
                 f"{METRIC} {accuracy:.4f}"
                 + (f" ({against}; allowed drop {policy.max_accuracy_drop:g})" if against else "")
             )
-        found, checked = release_checks(repo, resolved.version, resolved.commit)
+        found, checked = release_checks(repo, resolved.version, resolved.commit, remote)
         problems += found
         notes += checked
     return Verdict(resolved.version, resolved.commit, problems, notes)
@@ -233,6 +240,7 @@ def promote(
     approver: str | None = None,
     reason: str | None = None,
     push: bool = False,
+    remote: str | None = None,
 ) -> Verdict:
     """Assign `stage` to `version` with GTO once every gate passes; `PromotionRefused` if not."""
     version = registry.version_name(version)
@@ -240,7 +248,7 @@ def promote(
         message = approval_message(version, stage, approver, reason)
     else:  # the gate names what an approval lacks where one is needed
         message = f"{registry.ARTIFACT} {version} -> {stage}\n"
-    verdict = judge(repo, version, stage, message)
+    verdict = judge(repo, version, stage, message, remote=remote)
     if verdict.problems:
         raise PromotionRefused(
             f"refusing to promote {version} to {stage}: " + "; ".join(verdict.problems)
@@ -262,7 +270,13 @@ def promote(
     return verdict
 
 
-def check_tag(repo: str | Path, tag: str, reject: bool = False, push: bool = False) -> Verdict:
+def check_tag(
+    repo: str | Path,
+    tag: str,
+    reject: bool = False,
+    push: bool = False,
+    remote: str | None = None,
+) -> Verdict:
     """Judge an existing stage tag against the registry before it. With `reject`, withdraw a
     tag that breaks a gate (GTO unassignment, annotated with why); then raise
     `PromotionRefused`. Tags that are not assignments (registrations, unassignments,
@@ -279,7 +293,7 @@ def check_tag(repo: str | Path, tag: str, reject: bool = False, push: bool = Fal
         if found is None or not hasattr(found, "message"):
             raise PipelineError(f"{tag}: no such annotated tag in {repo}")
         message = found.message
-    verdict = judge(repo, "", stage, message, before_tag=tag)
+    verdict = judge(repo, "", stage, message, before_tag=tag, remote=remote)
     if not verdict.problems:
         return verdict
     reasons = "; ".join(verdict.problems)
@@ -315,8 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reason", help="why it is approved (required for staging)")
     parser.add_argument("--repo", default=".", help="the git repo (default: here)")
     parser.add_argument("--push", action="store_true", help="push the stage tag to origin")
+    parser.add_argument("--remote", help="the DVC remote to download from (default: the repo's)")
     args = parser.parse_args(argv)
-    verdict = promote(args.repo, args.version, args.stage, args.approved_by, args.reason, args.push)
+    verdict = promote(
+        args.repo, args.version, args.stage, args.approved_by, args.reason, args.push, args.remote
+    )
     checked = f"; {'; '.join(verdict.notes)}" if verdict.notes else ""
     share = "" if args.push else " (share it: git push origin --tags)"
     print(f"{registry.ARTIFACT} {verdict.version} is in {args.stage}{checked}{share}")
@@ -339,8 +356,9 @@ def check_tag_main(argv: list[str] | None = None) -> int:
         help="withdraw a tag that breaks a rule: create the unassignment tag saying why",
     )
     parser.add_argument("--push", action="store_true", help="push that unassignment tag")
+    parser.add_argument("--remote", help="the DVC remote to download from (default: the repo's)")
     args = parser.parse_args(argv)
-    verdict = check_tag(args.repo, args.tag, args.reject, args.push)
+    verdict = check_tag(args.repo, args.tag, args.reject, args.push, args.remote)
     print(f"{args.tag}: {'; '.join(verdict.notes) or 'passes the promotion rules'}")
     return 0
 

@@ -311,14 +311,18 @@ def locked_package_hash(repo: str | Path, rev: str) -> str:
     raise PipelineError(f"dvc.lock at {rev[:12]} records no {path}: its pipeline did not run")
 
 
-def download(repo: str | Path, out: Path, *, version: str | None, commit: str) -> None:
+def download(
+    repo: str | Path, out: Path, *, version: str | None, commit: str, remote: str | None = None
+) -> None:
     """Download the package of a registered `version` (`dvc artifacts get --rev`), or the one
-    `dvc.lock` pins at `commit` when it is not registered yet (`dvc get --rev`)."""
+    `dvc.lock` pins at `commit` when it is not registered yet (`dvc get --rev`), from the
+    repo's default DVC remote or `remote`."""
     if version:
         what = ["artifacts", "get", str(repo), ARTIFACT, "--rev", version]
     else:
         what = ["get", str(repo), artifact_path(repo, commit), "--rev", commit]
-    cmd = [sys.executable, "-m", "dvc", *what, "-o", str(out)]
+    where = ["--remote", remote] if remote else []
+    cmd = [sys.executable, "-m", "dvc", *what, *where, "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
@@ -329,7 +333,9 @@ def download(repo: str | Path, out: Path, *, version: str | None, commit: str) -
 
 
 @contextlib.contextmanager
-def fetched(repo: str | Path, *, version: str | None, commit: str) -> Iterator[Path]:
+def fetched(
+    repo: str | Path, *, version: str | None, commit: str, remote: str | None = None
+) -> Iterator[Path]:
     """A verified copy of the package of `version` (or of `commit`), in a temporary directory:
     every file against its manifest, and the whole against the `dvc.lock` of the commit."""
     from fmnist.serving import layout  # imports Keras: only when a package is handled
@@ -338,20 +344,18 @@ def fetched(repo: str | Path, *, version: str | None, commit: str) -> Iterator[P
         root = reg.scm.root_dir  # a local clone when `repo` is a URL
         expected = locked_package_hash(root, commit)
         out = Path(tmp) / "package"
-        download(repo, out, version=version, commit=commit)
+        download(repo, out, version=version, commit=commit, remote=remote)
         layout.verify_package(out, expected)
         yield out
 
 
-def get(repo: str | Path, out: Path, version: str | None, stage: str | None) -> Resolved:
-    """Fetch the package a version or stage names into `out`, verified; `out` must not exist."""
+def get(repo: str | Path, out: Path, resolved: Resolved, remote: str | None = None) -> None:
+    """Fetch the package of a resolved version into `out`, verified; `out` must not exist."""
     if out.exists():
         raise PipelineError(f"{out} exists; choose another directory with -o, or remove it")
-    resolved = resolve(repo, version, stage)
-    with fetched(repo, version=resolved.version, commit=resolved.commit) as package:
+    with fetched(repo, version=resolved.version, commit=resolved.commit, remote=remote) as package:
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(package, out)
-    return resolved
 
 
 def register(
@@ -360,6 +364,7 @@ def register(
     version: str | None = None,
     message: str | None = None,
     push: bool = False,
+    remote: str | None = None,
 ) -> Resolved:
     """Register the package committed at `rev` as `version` (default: the one its params call
     for), once its files, its lineage and its stages' provenance check out."""
@@ -377,7 +382,7 @@ def register(
         version = format_version(proposal_for(repo, params_at(repo, commit))[0].version)
     version = version_name(version)
     problems = lineage.lineage_problems(repo, commit)
-    with fetched(repo, version=None, commit=commit) as package:
+    with fetched(repo, version=None, commit=commit, remote=remote) as package:
         problems += lineage.package_problems(repo, commit, package)
     if problems:
         raise PipelineError(f"refusing to register {commit[:12]}: " + "; ".join(problems))
@@ -447,10 +452,11 @@ def get_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-o", "--out", type=Path, help=f"the directory to create (default: {ARTIFACT}-VERSION)"
     )
+    parser.add_argument("--remote", help="the DVC remote to download from (default: the repo's)")
     args = parser.parse_args(argv)
     resolved = resolve(args.repo, args.version, args.stage)
     out = args.out or Path(f"{ARTIFACT}-{resolved.version}")
-    get(args.repo, out, resolved.version, None)
+    get(args.repo, out, resolved, args.remote)
     print(f"{resolved} -> {out} (every file verified)")
     return 0
 
@@ -470,10 +476,13 @@ def verify_main(argv: list[str] | None = None) -> int:
     which.add_argument("--version", help="a registered version")
     which.add_argument("--stage", help="the version this stage holds")
     parser.add_argument("--repo", default=".", help="the registry's git repo (path or URL)")
+    parser.add_argument("--remote", help="the DVC remote to download from (default: the repo's)")
     args = parser.parse_args(argv)
     if args.version or args.stage:
         resolved = resolve(args.repo, args.version, args.stage)
-        with fetched(args.repo, version=resolved.version, commit=resolved.commit) as package:
+        with fetched(
+            args.repo, version=resolved.version, commit=resolved.commit, remote=args.remote
+        ) as package:
             count = len(layout.read_manifest(package))
         print(f"{resolved}: {count} files match its manifest and its dvc.lock")
         return 0
@@ -495,8 +504,9 @@ def register_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", default=".", help="the git repo (default: here)")
     parser.add_argument("-m", "--message", help="why this version (in the tag's annotation)")
     parser.add_argument("--push", action="store_true", help="push the tag to origin")
+    parser.add_argument("--remote", help="the DVC remote to download from (default: the repo's)")
     args = parser.parse_args(argv)
-    resolved = register(args.repo, args.rev, args.version, args.message, args.push)
+    resolved = register(args.repo, args.rev, args.version, args.message, args.push, args.remote)
     share = "pushed" if args.push else f"share it: git push origin {resolved.tag}"
     print(f"registered {resolved}: package verified, lineage complete ({share})")
     return 0
