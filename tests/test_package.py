@@ -168,9 +168,17 @@ def test_package_has_the_seed_layout(reproduced_repo):
     assert (
         metrics["test"] == json.loads((reproduced_repo / "metrics/eval.json").read_text())["test"]
     )
-    speed = json.loads((meta / "lineage.json").read_text())["inference"]
+    assert (meta / "SHA256SUMS").is_file()
+    # What one run measured is kept outside the package, whose bytes must not change.
+    lineage = json.loads((meta / "lineage.json").read_text())
+    assert not {"packaged_at", "inference", "packaging", "code"} & set(lineage)
+    assert not {"train_seconds", "images_per_second"} & set(lineage["training"])
+    assert set(lineage["provenance"]) == {"fetch", "prepare", "train", "evaluate", "package"}
+    run = json.loads((reproduced_repo / "metrics/runs/package.json").read_text())
+    speed = run["inference"]
     assert 0 < speed["latency_ms_p50"] <= speed["latency_ms_p95"]
     assert speed["throughput_images_per_s"] > 0 and speed["throughput_batch_size"] == 64
+    assert run["packaged_at"] and run["packaging"]["device"]
 
 
 @pytest.mark.slow
