@@ -81,12 +81,16 @@ def read_manifest(path: str | Path) -> dict[str, str]:
         raise IntegrityError(
             f"{where}: missing, so the package's files cannot be checked; {_REFETCH}"
         )
-    if where.stat().st_size > _MAX_MANIFEST_BYTES:
-        raise IntegrityError(f"{where}: larger than {_MAX_MANIFEST_BYTES} bytes; not a manifest")
     try:
+        if where.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise IntegrityError(
+                f"{where}: larger than {_MAX_MANIFEST_BYTES} bytes; not a manifest"
+            )
         text = where.read_bytes().decode()
     except UnicodeDecodeError:
         raise IntegrityError(f"{where}: not UTF-8 text; not a manifest") from None
+    except OSError as exc:
+        raise IntegrityError(f"{where}: cannot be read ({exc.strerror or exc})") from None
     manifest: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         match = _LINE.fullmatch(line)

@@ -471,7 +471,13 @@ def verify_main(argv: list[str] | None = None) -> int:
         description="Check every file of a package against its SHA-256 manifest; with "
         "--version or --stage, download that package first and check it against its dvc.lock.",
     )
-    parser.add_argument("package", nargs="?", type=Path, default=Path("models/package"))
+    parser.add_argument(
+        "package",
+        nargs="?",
+        type=Path,
+        default=Path("models/package"),
+        help="a package directory (default: models/package)",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", help="a registered version")
     which.add_argument("--stage", help="the version this stage holds")
