@@ -191,7 +191,7 @@ def git(*args: str, cwd: Path) -> str:
 def make_tiny_repo(path: Path, source: Path, overrides: dict | None = None) -> Path:
     """A git+DVC repo at `path` with this project's pipeline, reading tiny data from `source`."""
     path.mkdir(parents=True)
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", ".gto"):
         shutil.copy(ROOT / name, path / name)
     shutil.copytree(
         ROOT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")

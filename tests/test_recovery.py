@@ -21,7 +21,12 @@ from helpers import ROOT, dvc, git
 
 SPEC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PREPARE_CACHED = ["data/prepared"]
-PREPARE_IN_GIT = ["metrics/data.json", "metrics/figures/samples.png", "metrics/dataset.json"]
+PREPARE_IN_GIT = [
+    "metrics/provenance/prepare.json",
+    "metrics/data.json",
+    "metrics/figures/samples.png",
+    "metrics/dataset.json",
+]
 
 
 @pytest.fixture
@@ -32,7 +37,7 @@ def no_hint():
 
 def test_stage_outputs_split_what_dvc_caches_from_what_git_keeps():
     assert entry.stage_outputs(SPEC, "prepare") == (PREPARE_CACHED, PREPARE_IN_GIT)
-    assert entry.stage_outputs(SPEC, "fetch") == (["data/raw"], [])
+    assert entry.stage_outputs(SPEC, "fetch") == (["data/raw"], ["metrics/provenance/fetch.json"])
     assert entry.stage_outputs(SPEC, "nope") == ([], [])
 
 

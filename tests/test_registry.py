@@ -1,26 +1,22 @@
-"""The registry: semantic versions from params, GTO tags, and `dvc artifacts get`."""
+"""The registry: semantic versions from params and GTO tags (the release flow end to end is
+tests/test_release.py; stage lookups and gates on GTO tags, tests/test_promote.py)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
 import helpers
-from fmnist.dataset import load_split
 from fmnist.errors import PipelineError
 from fmnist.params import Params, params_to_dict, with_overrides
 from fmnist.tools import registry
-from helpers import dvc, git
+from helpers import git
 
 NAME = registry.ARTIFACT
-# The `gto` script installed beside this Python (gto has no `python -m gto`).
-GTO = shutil.which("gto", path=str(Path(sys.executable).parent)) or "gto"
 
 
 def defaults() -> dict:
@@ -145,84 +141,3 @@ def test_next_version_reads_the_latest_tag_params(tmp_path):
     )
     helpers.set_params(repo / "params.yaml", {"model.arch": "bn_cnn"})
     assert next_version(repo)[0] == "v2.0.0"
-
-
-# --- the whole registry flow with the real dvc and gto --------------------------------------
-
-
-def gto(*args: str, cwd: Path, check: bool = True):
-    return helpers.run([GTO, *args], cwd=cwd, check=check)
-
-
-def locked_package_deps(repo: Path, rev: str) -> dict[str, str]:
-    lock = yaml.safe_load(git("show", f"{rev}:dvc.lock", cwd=repo))
-    deps = lock["stages"]["package"]["deps"]
-    return {d["path"]: d["md5"] for d in deps if not d["path"].startswith("src/")}
-
-
-@pytest.mark.slow
-def test_register_promote_and_get_by_version_and_stage(reproduced_repo, tmp_path):
-    repo = tmp_path / "repo"
-    shutil.copytree(reproduced_repo, repo, symlinks=True)
-    shutil.copy(helpers.ROOT / ".gto", repo / ".gto")
-    dvc("remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=repo)
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "first model", cwd=repo)
-    dvc("push", "-q", cwd=repo)
-    assert next_version(repo)[0] == "v1.0.0"
-    gto("register", NAME, "--version", "v1.0.0", cwd=repo)
-
-    helpers.set_params(repo / "params.yaml", {"evaluate.misclassified": 3})
-    dvc("repro", cwd=repo)  # evaluate and package only: no training
-    git("add", "-A", cwd=repo)
-    git("commit", "-qm", "second model", cwd=repo)
-    dvc("push", "-q", cwd=repo)
-    assert next_version(repo)[0] == "v1.0.1"  # an evaluation param: a patch
-    gto("register", NAME, "--version", "v1.0.1", cwd=repo)
-    gto("assign", NAME, "--version", "v1.0.0", "--stage", "prod", cwd=repo)
-    refused = gto(
-        "assign", NAME, "--version", "v1.0.1", "--stage", "production", cwd=repo, check=False
-    )
-    assert refused.returncode != 0  # `.gto` allows only dev, staging, prod
-
-    tags = git("tag", cwd=repo).split()
-    assert {f"{NAME}@v1.0.0", f"{NAME}@v1.0.1", f"{NAME}#prod#1"} <= set(tags)
-
-    # Fetch with a clean cache so the packages must come from the remote.
-    shutil.rmtree(repo / ".dvc" / "cache")
-    fetched = {}
-    for label, select in (("v1.0.1", ["--rev", "v1.0.1"]), ("prod", ["--stage", "prod"])):
-        out = tmp_path / f"got-{label}"
-        dvc("artifacts", "get", ".", NAME, *select, "-o", str(out), cwd=repo)
-        assert (out / "saved_model.pb").is_file() and (out / "metadata/model_card.md").is_file()
-        fetched[label] = out
-
-    for label, tag in (("v1.0.1", f"{NAME}@v1.0.1"), ("prod", f"{NAME}@v1.0.0")):
-        meta = fetched[label] / "metadata"
-        record = json.loads((meta / "lineage.json").read_text())
-        assert record["inputs"] == locked_package_deps(repo, tag), label
-    params = {k: json.loads((fetched[k] / "metadata/params.json").read_text()) for k in fetched}
-    assert params["v1.0.1"]["evaluate"]["misclassified"] == 3
-    assert params["prod"]["evaluate"]["misclassified"] == 5
-
-    # `predict --stage prod` fetches the same package and classifies with it.
-    images, _ = load_split(repo / "data/prepared/test.npz")
-    Image.fromarray(images[0]).save(tmp_path / "img.png")
-    proc = helpers.run(
-        [
-            sys.executable,
-            "-m",
-            "fmnist.cli",
-            "predict",
-            "--stage",
-            "prod",
-            "--json",
-            "-k",
-            "1",
-            str(tmp_path / "img.png"),
-        ],
-        cwd=repo,
-    )
-    top = json.loads(proc.stdout)[0]["top"][0]
-    first = git("show", f"{NAME}@v1.0.0:metrics/predictions.csv", cwd=repo).splitlines()[1]
-    assert top["class"] == first.split(",")[1]  # as evaluation of that version predicted

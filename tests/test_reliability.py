@@ -12,8 +12,10 @@ import sys
 import time
 
 import pytest
+import yaml
 
 import helpers
+from fmnist import atomic
 from fmnist.training import history
 from helpers import dvc
 
@@ -37,6 +39,8 @@ def outputs(repo) -> dict:
         "run record": {k: v for k, v in record.items() if k not in TIMING_FIELDS},
         "log": history.read_history(repo / "metrics/train").to_dict("list"),
         "figures": {p.name: p.read_bytes() for p in (repo / "metrics/figures").glob("*.png")},
+        # The whole package, its SavedModel included: the hash dvc.lock records for it.
+        "package": atomic.dir_md5(repo / "models/package"),
     }
 
 
@@ -53,6 +57,9 @@ def test_forced_rerun_gives_byte_identical_model_and_metrics(reproduced_repo, tm
         assert first[name] == second[name], f"{name} differs between two identical runs"
     # Its time and speed differ, but they are a record of the run, not a metric of the model.
     assert json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout) == {}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["package"]["outs"]
+    (locked,) = [out["md5"] for out in lock if out["path"] == "models/package"]
+    assert locked == second["package"]  # run twice, one package hash: what is registered
 
 
 # Long enough to be killed in the middle; the schedules are on so that their state must survive

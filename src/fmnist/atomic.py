@@ -97,8 +97,26 @@ def read_json(path: str | Path, produced_by: str) -> dict:
 
 def file_md5(path: str | Path) -> str:
     """The MD5 of a file's bytes: what DVC 3 records for a file in `dvc.lock`."""
-    digest = hashlib.md5()
     with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "md5").hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def dir_md5(path: str | Path) -> str:
+    """The hash DVC 3 records in `dvc.lock` for a directory output: the MD5 of the JSON list of
+    its files' MD5s and relative paths, sorted by path, with `.dir` appended."""
+    root = Path(path)
+    entries = sorted(
+        (
+            {"md5": file_md5(file), "relpath": file.relative_to(root).as_posix()}
+            for file in root.rglob("*")
+            if file.is_file()
+        ),
+        key=lambda entry: entry["relpath"],
+    )
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"

@@ -26,6 +26,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "predict": ("fmnist.tools.predict", "classify images with a packaged or registered model"),
     "next-version": ("fmnist.tools.registry", "propose the next model version from the params"),
+    "register": (
+        "fmnist.tools.registry:register_main",
+        "check the package a commit pins, then register it as a version",
+    ),
+    "promote": (
+        "fmnist.tools.promote",
+        "move a version to its next stage through the promotion gates",
+    ),
+    "check-tag": (
+        "fmnist.tools.promote:check_tag_main",
+        "check a pushed stage tag against the promotion gates (CI)",
+    ),
+    "get": (
+        "fmnist.tools.registry:get_main",
+        "download the package of a version or stage (as GTO shows it), verified",
+    ),
+    "verify-package": (
+        "fmnist.tools.registry:verify_main",
+        "check a package's files against its SHA-256 manifest",
+    ),
     "vertex-job": ("fmnist.tools.vertex", "render the Vertex AI CustomJob spec that runs `train`"),
     "lineage": (
         "fmnist.tools.lineage",

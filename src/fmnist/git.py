@@ -68,3 +68,31 @@ def git_files(repo: str | Path, rev: str, directory: str) -> list[str]:
     """The paths of the files committed under `directory` at `rev` (empty if there are none)."""
     proc = run(repo, "ls-tree", "-r", "--name-only", rev, "--", directory)
     return proc.stdout.split() if proc.returncode == 0 else []
+
+
+def list_tags(repo: str | Path, pattern: str = "*") -> list[str]:
+    """The names of the tags of the git repo at `repo` that match `pattern`."""
+    proc = run(repo, "tag", "--list", pattern)
+    if proc.returncode != 0:
+        raise PipelineError(f"{repo}: not a git repository ({proc.stderr.strip()})")
+    return proc.stdout.split()
+
+
+def uncommitted(repo: str | Path, paths: list[str]) -> list[str]:
+    """Which of `paths` (files or directories) differ from HEAD in the work tree, untracked
+    files included."""
+    proc = run(repo, "status", "--porcelain", "--untracked-files=all", "--", *paths)
+    if proc.returncode != 0:
+        raise PipelineError(f"{repo}: not a git repository ({proc.stderr.strip()})")
+    return sorted(line[3:] for line in proc.stdout.splitlines())
+
+
+def tags_at(repo: str | Path, rev: str, pattern: str = "*") -> list[str]:
+    """The tags matching `pattern` that point at the commit `rev` names."""
+    proc = run(repo, "tag", "--points-at", rev, "--list", pattern)
+    return proc.stdout.split() if proc.returncode == 0 else []
+
+
+def ref_exists(repo: str | Path, name: str) -> bool:
+    """Whether `name` is a branch, tag or other ref of the repo (not a bare commit hash)."""
+    return run(repo, "show-ref", "--quiet", "--", name).returncode == 0

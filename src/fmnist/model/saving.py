@@ -108,6 +108,10 @@ def load_model(path: str | Path) -> keras.Model:
         raise PipelineError(f"{path}: no model there; run `dvc repro train`")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    # TypeError: a config naming a function or class that is not registered.
-    except (ValueError, TypeError, OSError, zipfile.BadZipFile, KeyError) as exc:
-        raise PipelineError(f"{path}: not a loadable Keras model ({exc})") from None
+    # TypeError: a config naming a function or class that is not registered. RuntimeError:
+    # h5py's for a damaged HDF5 weights file ("Unable to synchronously check link existence").
+    except (ValueError, TypeError, OSError, RuntimeError, zipfile.BadZipFile, KeyError) as exc:
+        # Keras' messages span lines and quote whole layer configs: one line, cut short.
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 300 else detail[:300] + "…"
+        raise PipelineError(f"{path}: not a loadable Keras model ({detail})") from None

@@ -4,6 +4,7 @@ The `serving_default` signature scales pixels itself with `fmnist.training.input
 so a client cannot feed it wrongly scaled floats.
 """
 
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import fingerprint_pb2
 
 from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.errors import PipelineError
@@ -19,6 +21,7 @@ from fmnist.serving.layout import MODEL_FILE, SAVED_MODEL_FILE
 from fmnist.training import inputs
 
 SIGNATURE = "serving_default"
+FINGERPRINT_FILE = "fingerprint.pb"
 INPUT_NAME = "pixels"
 # The SavedModel's input: a batch of raw 8-bit grayscale images, 0 = black, 255 = white.
 INPUT_SPEC = tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name=INPUT_NAME)
@@ -51,9 +54,14 @@ def input_contract() -> dict:
 
 
 def export_saved_model(model: keras.Model, path: Path) -> None:
-    """Write `model` as a SavedModel at `path` whose `serving_default` takes uint8 pixels."""
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    """Write `model` as a SavedModel at `path` whose `serving_default` takes uint8 pixels.
+
+    The same model gives the same bytes, and each weight is stored once. Keras' ExportArchive
+    does neither: `track(model)` saves every weight twice (as the Keras variable and as the
+    TensorFlow variable the traced function captures), and the captured variables come in an
+    order that changes from process to process. Here a plain `tf.Module` holds the TensorFlow
+    variables in the model's own order.
+    """
     names = tf.constant(CLASS_NAMES)
 
     def serve(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -62,8 +70,23 @@ def export_saved_model(model: keras.Model, path: Path) -> None:
         ids = tf.argmax(probs, axis=1, output_type=tf.int32)  # (B,)
         return {"probabilities": probs, "class_ids": ids, "class_names": tf.gather(names, ids)}
 
-    archive.add_endpoint(name=SIGNATURE, fn=serve, input_signature=[INPUT_SPEC])
-    archive.write_out(str(path), verbose=False)
+    servable = tf.Module()
+    servable.weights = [v.value for v in model.variables]  # tf.Variable, in the model's order
+    servable.serve = tf.function(serve, input_signature=[INPUT_SPEC], autograph=False)
+    signatures = {SIGNATURE: servable.serve.get_concrete_function()}
+    tf.saved_model.save(servable, str(path), signatures=signatures)
+    _stable_fingerprint(path)
+
+
+def _stable_fingerprint(path: Path) -> None:
+    """Replace the random `uuid` TensorFlow writes into `fingerprint.pb` by one derived from the
+    fingerprint's content hashes: the same SavedModel then has the same bytes."""
+    file = path / FINGERPRINT_FILE
+    fingerprint = fingerprint_pb2.FingerprintDef.FromString(file.read_bytes())
+    fingerprint.ClearField("uuid")
+    content = fingerprint.SerializeToString(deterministic=True)
+    fingerprint.uuid = str(int.from_bytes(hashlib.sha256(content).digest()[:16], "big"))
+    file.write_bytes(fingerprint.SerializeToString(deterministic=True))
 
 
 def load_serving_fn(path: str | Path) -> Callable[..., dict[str, tf.Tensor]]:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from fmnist import atomic, figures
+from fmnist import atomic, figures, provenance
 from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, Split, load_split
 from fmnist.errors import ParamsError, report_errors
 from fmnist.model import saving, tta
@@ -174,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=Path, default=Path("metrics/per_class.csv"))
     parser.add_argument("--predictions", type=Path, default=Path("metrics/predictions.csv"))
     parser.add_argument("--figures", type=Path, default=Path("metrics/figures"))
+    parser.add_argument("--provenance", type=Path, default=Path("metrics/provenance/evaluate.json"))
     args = parser.parse_args(argv)
-    p = load_params(args.params).evaluate
+    params = load_params(args.params)
+    p = params.evaluate
     model = saving.load_model(args.model)
     splits = {name: load_split(args.data / f"{name}.npz") for name in SPLIT_NAMES}
     result = evaluate(model, splits, history.read_history(args.live_dir), p)
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic.write_text(args.per_class, result.per_class.to_csv(index=False))
     atomic.write_text(args.predictions, result.predictions.to_csv(index=False))
     atomic.write_json(args.metrics, result.scores)
+    provenance.write(args.provenance, "evaluate", params)
     t = result.scores["test"]
     print(
         f"evaluate: test accuracy {t['accuracy']:.4f}, loss {t['loss']:.4f}, F1 {t['f1_macro']:.4f}"

@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist import atomic
+from fmnist import atomic, provenance
 from fmnist.dataset import (
     CSV_FILES,
     IDX_FILES,
@@ -215,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, default=Path("data/raw"))
+    parser.add_argument("--provenance", type=Path, default=Path("metrics/provenance/fetch.json"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
     fetched = fetch(params.fetch, dict(os.environ))
     write_raw(fetched.files, args.out)
+    provenance.write(args.provenance, "fetch", params)
     print(report_line(fetched, params.fetch.dataset))
     return 0
 

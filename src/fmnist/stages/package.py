@@ -1,8 +1,13 @@
 """Stage `package`: the trained model as a serving-ready, self-describing directory.
 
-`models/package/` is laid out the way the seed write-up's registry stores a version (the files
-are listed in `fmnist.serving.layout`), and is a TensorFlow SavedModel directory that
-TensorFlow Serving and Vertex AI's prebuilt TensorFlow containers load as it is.
+`models/package/` is laid out the way the seed write-up's registry stores a version, and is a
+TensorFlow SavedModel directory that TensorFlow Serving and Vertex AI's prebuilt TensorFlow
+containers load as it is (the layout: `fmnist.serving.layout`). Its bytes depend only on the
+model and the metadata it is made from: the inference speed measured here and the time go to
+a run record outside it (`metrics/runs/package.json`), and its lineage names no git commit
+(registration and `fmnist lineage` supply the commit; the package records what each stage ran
+with: params, code and data hashes). Before writing anything it checks that every stage's
+provenance record agrees with these params and with dvc.lock (`fmnist.provenance`).
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmnist import atomic, git
+from fmnist import atomic, dvcfiles, provenance
 from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.errors import PipelineError, report_errors
 from fmnist.model import saving
-from fmnist.params import Params, load_params, params_to_dict
+from fmnist.params import Params, flatten, load_params, params_to_dict
 from fmnist.serving.card import model_card
 from fmnist.serving.layout import (
     CLASS_NAMES_FILE,
@@ -33,6 +38,7 @@ from fmnist.serving.layout import (
     MODEL_FILE,
     PARAMS_FILE,
     load_package,
+    write_manifest,
 )
 from fmnist.serving.signatures import (
     check_saved_model,
@@ -42,6 +48,10 @@ from fmnist.serving.signatures import (
     measure_speed,
 )
 from fmnist.training import device
+
+# Measured on one run of `train` (and kept in its run record): not part of the package, whose
+# bytes must not change when the same model is trained again.
+TRAINING_TIMING_KEYS = ("train_seconds", "images_per_second")
 
 
 @dataclass(frozen=True)
@@ -54,10 +64,17 @@ class Sources:
     per_class: Path
     train_record: Path
     confusion_matrix: Path
+    provenance: Path  # the directory of the stages' provenance records, STAGE.json
+
+    def record(self, stage: str) -> Path:
+        """Where `stage`'s provenance record is."""
+        return self.provenance / f"{stage}.json"
 
     def files(self) -> dict[str, Path]:
-        """Every source by role, in a fixed order."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        """Every source file by role, in a fixed order."""
+        roles = [name for name in self.__dataclass_fields__ if name != "provenance"]
+        files = {name: getattr(self, name) for name in roles}
+        return files | {f"{s}_provenance": self.record(s) for s in provenance.UPSTREAM}
 
 
 def package_metrics(metrics: dict, per_class: pd.DataFrame) -> dict:
@@ -65,10 +82,26 @@ def package_metrics(metrics: dict, per_class: pd.DataFrame) -> dict:
     return {**metrics, "per_class": per_class.to_dict(orient="records")}
 
 
-def build_package(out: Path, src: Sources, params: Params) -> dict:
+def read_lock(path: Path) -> dict | None:
+    """dvc.lock as DVC has written it so far, or None where the stage runs without DVC."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return dvcfiles.parse(text, str(path))
+
+
+def check_provenance(src: Sources, params: Params, lock: dict | None) -> dict[str, dict]:
+    """The upstream stages' provenance records, once they agree with `params` and `lock`."""
+    records = {stage: provenance.read(src.record(stage), stage) for stage in provenance.UPSTREAM}
+    provenance.check(records, flatten(params_to_dict(params)), "params.yaml", lock)
+    return records
+
+
+def build_package(out: Path, src: Sources, params: Params, lock: dict | None = None) -> dict:
     """Write the package directory at `out` in one atomic step, once it is proven to load.
 
-    Returns the inference speed measured on the exported SavedModel.
+    Returns the inference speed measured on the exported SavedModel (not written into it).
     """
     if not src.model.is_file():
         raise PipelineError(f"{src.model}: no model there; run `dvc repro train`")
@@ -78,8 +111,10 @@ def build_package(out: Path, src: Sources, params: Params) -> dict:
         per_class = pd.read_csv(src.per_class)
     except FileNotFoundError:
         raise PipelineError(f"{src.per_class}: missing; run `dvc repro evaluate`") from None
+    records = check_provenance(src, params, lock)
     metrics = package_metrics(atomic.read_json(src.metrics, "evaluate"), per_class)
     params_dict = params_to_dict(params)
+    training = atomic.read_json(src.train_record, "train")
     with atomic.atomic_path(out) as tmp:
         model = saving.load_model(src.model)
         export_saved_model(model, tmp)
@@ -87,17 +122,20 @@ def build_package(out: Path, src: Sources, params: Params) -> dict:
         serve = load_serving_fn(tmp)
         probe = np.random.default_rng(1).integers(0, 256, (32, *IMAGE_SHAPE), dtype=np.uint8)
         check_saved_model(model, serve, probe)
+        speed = measure_speed(serve, params.package)
         record = {
             "data": atomic.read_json(src.manifest, "prepare"),
-            "code": git.git_commit(),
-            # The MD5 of each input file, as DVC records them in dvc.lock for this stage.
-            "inputs": {str(path): atomic.file_md5(path) for path in src.files().values()},
-            "training": atomic.read_json(src.train_record, "train"),
-            # The machine the speed was measured on (it may differ from the training machine).
-            "packaging": device.machine(),
-            "inference": measure_speed(serve, params.package),
+            # The MD5 of each input file, as DVC records them in dvc.lock for this stage; not
+            # the training record's, whose timings change with every run (copied below).
+            "inputs": {
+                str(path): atomic.file_md5(path)
+                for role, path in src.files().items()
+                if role != "train_record"
+            },
+            "training": {k: v for k, v in training.items() if k not in TRAINING_TIMING_KEYS},
             "input": input_contract(),
-            "packaged_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            # What every stage ran with (its params and code), this one's last.
+            "provenance": records | {"package": provenance.record("package", params)},
         }
         meta = tmp / METADATA_DIR
         meta.mkdir()
@@ -107,8 +145,18 @@ def build_package(out: Path, src: Sources, params: Params) -> dict:
         atomic.write_json(meta / METRICS_FILE, metrics)
         atomic.write_json(meta / LINEAGE_FILE, record)
         atomic.write_text(meta / MODEL_CARD_FILE, model_card(params_dict, metrics, record))
+        write_manifest(tmp)
         load_package(tmp)
-    return record["inference"]
+    return speed
+
+
+def run_record(speed: dict) -> dict:
+    """What one packaging run measured, kept outside the package: when, where, how fast."""
+    return {
+        "packaged_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "packaging": device.machine(),
+        "inference": speed,
+    }
 
 
 @report_errors
@@ -123,7 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--confusion-matrix", type=Path, default=Path("metrics/figures/confusion_matrix.png")
     )
+    parser.add_argument(
+        "--provenance",
+        type=Path,
+        default=Path("metrics/provenance"),
+        help="the directory of the stages' provenance records",
+    )
+    parser.add_argument(
+        "--lock", type=Path, default=Path("dvc.lock"), help="the lock the records must match"
+    )
     parser.add_argument("--out", type=Path, default=Path("models/package"))
+    parser.add_argument(
+        "--run-record",
+        type=Path,
+        default=Path("metrics/runs/package.json"),
+        help="where the speed measured here and the time go (outside the package)",
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     src = Sources(
@@ -133,12 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         args.per_class,
         args.train_record,
         args.confusion_matrix,
+        args.provenance,
     )
-    speed = build_package(args.out, src, params)
+    speed = build_package(args.out, src, params, read_lock(args.lock))
+    atomic.write_json(args.run_record, run_record(speed))
     print(
-        f"package: {args.out} written and loaded back; latency p50 {speed['latency_ms_p50']} ms, "
-        f"p95 {speed['latency_ms_p95']} ms; {speed['throughput_images_per_s']} images/s at "
-        f"batch {speed['throughput_batch_size']}"
+        f"package: {args.out} written, verified and loaded back; latency p50 "
+        f"{speed['latency_ms_p50']} ms, p95 {speed['latency_ms_p95']} ms; "
+        f"{speed['throughput_images_per_s']} images/s at batch {speed['throughput_batch_size']} "
+        f"(in {args.run_record})"
     )
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from fmnist import atomic
+from fmnist import atomic, provenance
 from fmnist.dataset import (
     CLASS_NAMES,
     IDX_FILES,
@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats", type=Path, default=Path("metrics/data.json"))
     parser.add_argument("--dataset", type=Path, default=Path("metrics/dataset.json"))
     parser.add_argument("--samples", type=Path, default=Path("metrics/figures/samples.png"))
+    parser.add_argument("--provenance", type=Path, default=Path("metrics/provenance/prepare.json"))
     args = parser.parse_args(argv)
-    params = load_params(args.params).prepare
+    all_params = load_params(args.params)
+    params = all_params.prepare
     raw, raw_digests = read_idx_dir(args.raw)
     check_canonical_form(raw, args.raw)
     splits = prepare(raw["train"], raw["test"], params)
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic.write_bytes(
         args.samples, figures.sample_grid(*splits["train"], params.samples_per_class)
     )
+    provenance.write(args.provenance, "prepare", all_params)
     sizes = ", ".join(f"{name} {len(labels)}" for name, (_, labels) in splits.items())
     print(f"prepare: {sizes} examples written to {args.out} ({version_summary(record)})")
     return 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from fmnist import atomic
+from fmnist import atomic, provenance
 from fmnist.dataset import Split, load_split
 from fmnist.errors import report_errors
 from fmnist.model import architectures, saving
@@ -194,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("metrics/runs/train.json"),
         help="the whole record of the run: device, precision, versions, time, speed",
     )
+    parser.add_argument(
+        "--provenance",
+        type=Path,
+        default=Path("metrics/provenance/train.json"),
+        help="the params and code this run used (fmnist.provenance)",
+    )
     # Outside DVC's outputs, which DVC deletes before the stage runs (git-ignored).
     parser.add_argument("--backup-dir", type=Path, default=Path(".cache/train-backup"))
     parser.add_argument(
@@ -216,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     fingerprint = resume.fingerprint(params, data_files)
     run = functools.partial(fit_and_write, params, strategy, train_split, val_split, runtime)
     if cluster.is_chief:
-        return run(
+        status = run(
             args.model, args.live_dir, args.metrics, args.record, args.backup_dir / fingerprint
         )
+        provenance.write(args.provenance, "train", params)
+        return status
     # Every worker runs the same steps, saving included, in lockstep; only the chief's are kept.
     with contextlib.ExitStack() as stack:
         scratch = args.worker_dir or Path(

@@ -8,17 +8,17 @@ wrong size, with colour channels, of the wrong dtype, or corrupt is refused with
 naming the file.
 
     fmnist predict [PACKAGE] FILE...                   # PACKAGE defaults to models/package
-    fmnist predict --version v1.2.0 FILE...            # a registered version (dvc artifacts get)
-    fmnist predict --stage prod --json FILE...         # the version assigned to a stage
+    fmnist predict --version v1.2.0 FILE...            # a registered version
+    fmnist predict --stage prod --json FILE...         # the version GTO shows in a stage
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -226,11 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise PipelineError("no input files given")
     labels, images = read_all(files)
-    with tempfile.TemporaryDirectory(prefix="fmnist-package-") as tmp:
+    with contextlib.ExitStack() as stack:
         if package_dir is None:
-            package_dir = Path(tmp) / "package"
-            registry.fetch_package(args.repo, package_dir, version=args.version, stage=args.stage)
-        model, _ = layout.load_package(package_dir)
+            # The version GTO shows for the stage, fetched by version and verified.
+            resolved = registry.resolve(args.repo, args.version, args.stage)
+            package_dir = stack.enter_context(
+                registry.fetched(args.repo, version=resolved.version, commit=resolved.commit)
+            )
+            print(f"predict: {resolved}", file=sys.stderr)
+        model, _ = layout.load_package(package_dir)  # verifies every file first
         tops = top_k(classify(model, images), args.top_k)
     if args.json:
         out = [{"input": label, "top": top} for label, top in zip(labels, tops)]
