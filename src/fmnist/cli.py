@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "list the named recipes, or print one's `dvc exp run -S` args",
     ),
     "predict": ("fmnist.tools.predict", "classify images with a packaged or registered model"),
+    "tune": (
+        "fmnist.tools.tune",
+        "search params with Optuna, every trial a DVC experiment (tune.yaml)",
+    ),
     "next-version": ("fmnist.tools.registry", "propose the next model version from the params"),
     "vertex-job": ("fmnist.tools.vertex", "render the Vertex AI CustomJob spec that runs `train`"),
     "lineage": (

@@ -38,6 +38,8 @@ Distribute = Literal["auto", "none", "one_device", "mirrored", "multi_worker"]
 FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 Monitor = Literal["val_loss", "val_accuracy"]
 Padding = Literal["same", "valid"]
+# `train.init_from`: "", [ARTIFACT@]vX.Y.Z, or [ARTIFACT#]STAGE (GTO's names).
+INIT_FROM = re.compile(r"|([\w.-]+@)?v\d+\.\d+\.\d+|([\w.-]+#)?[A-Za-z][\w-]*")
 
 
 def _field(
@@ -215,6 +217,10 @@ class TrainParams:
     precision: Precision = "auto"
     # TensorFlow op determinism: same data, params and code give the same model.
     deterministic: bool = True
+    # Warm start: the registered model whose weights start training, a version
+    # (`fashion-mnist-cnn@v1.2.0` or `v1.2.0`) or a stage (`prod`); "" trains from scratch.
+    # The `parent` stage fetches its package through DVC; the architecture must be the same.
+    init_from: str = ""
     early_stopping: EarlyStoppingParams = field(default_factory=EarlyStoppingParams)
     reduce_lr: ReduceLRParams = field(default_factory=ReduceLRParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
@@ -225,6 +231,11 @@ class TrainParams:
         return min(self.warmup_epochs, self.epochs - 1)
 
     def __post_init__(self) -> None:
+        if not INIT_FROM.fullmatch(self.init_from):
+            raise ParamsError(
+                f"train.init_from: {self.init_from!r} is neither a registered version "
+                '(fashion-mnist-cnn@v1.2.0, v1.2.0) nor a stage (prod); "" trains from scratch'
+            )
         if self.schedule == "cosine" and self.reduce_lr.patience:
             raise ParamsError(
                 "train.schedule is cosine, which sets the rate itself: set "

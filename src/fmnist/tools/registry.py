@@ -152,6 +152,36 @@ def params_at(repo: Path, rev: str, params_file: str = "params.yaml") -> dict:
     return yaml.safe_load(_git(repo, "show", f"{rev}:{params_file}")) or {}
 
 
+def resolve_version(repo: str | Path, ref: str) -> str:
+    """The registered version (`v1.2.0`) that `ref` names in the git repo at `repo`: a version
+    (`fashion-mnist-cnn@v1.2.0` or `v1.2.0`) that must be registered, or a stage (`prod`,
+    `fashion-mnist-cnn#prod`) resolved through GTO to the version it holds now."""
+    name, at, version = ref.rpartition("@")
+    name, hash_, stage = (name, "", "") if at else ref.rpartition("#")
+    if (name or ARTIFACT) != ARTIFACT:
+        raise PipelineError(f"{ref!r} names the artifact {name!r}; this registry's is {ARTIFACT}")
+    if at or re.fullmatch(r"v\d+\.\d+\.\d+", stage):
+        version = version or stage
+        registered = registered_versions(_git(Path(repo), "tag", "--list", f"{ARTIFACT}@*").split())
+        if parse_version(version) not in registered:
+            known = ", ".join(format_version(v) for v in sorted(registered)) or "none"
+            raise PipelineError(
+                f"{ARTIFACT}@{version} is not registered in {repo} (registered: {known}); "
+                "`gto show` lists the registry"
+            )
+        return version
+    from gto import api as gto_api
+
+    found = gto_api.find_versions_in_stage(str(repo), ARTIFACT, stage)
+    found = found[0] if isinstance(found, list) and found else found
+    if not found:
+        raise PipelineError(
+            f"no version of {ARTIFACT} is in stage {stage!r} in {repo}; `gto show` lists the "
+            "stages (assign one with `gto assign`)"
+        )
+    return found.version
+
+
 def fetch_package(
     repo: str, out: Path, *, version: str | None = None, stage: str | None = None
 ) -> None:
