@@ -8,7 +8,7 @@ import sys
 
 from fmnist import launch
 
-STAGES = ("fetch", "prepare", "train", "evaluate", "package")
+STAGES = ("fetch", "prepare", "parent", "train", "evaluate", "package")
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in STAGES:
