@@ -450,7 +450,11 @@ class Runner:
         with open(log_path, "w") as log:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            # Its own process group: DVC does not pass a SIGTERM on to the stage it runs, so
+            # stopping a trial means signalling the whole group (`stop_children`).
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
             with self.lock:
                 self.children.add(proc)
             try:
@@ -459,7 +463,7 @@ class Runner:
                 with self.lock:
                     self.children.discard(proc)
                 if proc.poll() is None:  # interrupted: the run must not finish unseen
-                    proc.terminate()
+                    _signal_group(proc, signal.SIGTERM)
                     proc.wait()
         if code != 0:
             tail = [line for line in log_path.read_text().splitlines() if line.strip()][-3:]
@@ -487,8 +491,13 @@ class Runner:
         """Stop the running experiments (on Ctrl-C or SIGTERM)."""
         with self.lock:
             for proc in self.children:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
+                _signal_group(proc, signal.SIGTERM)
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    """Send `signum` to `proc`'s process group: `dvc` and the stage it runs."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
 
 
 class TrialFailed(Exception):
