@@ -264,17 +264,13 @@ def test_a_typo_in_the_space_fails_before_any_trial(tiny_repo):
 
 def experiments(repo: Path) -> dict[str, dict]:
     """Name -> {"params", "metrics"} of each experiment of HEAD in `dvc exp show --json`."""
-    head = git("rev-parse", "HEAD", cwd=repo).strip()
-    table = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    (baseline,) = [row for row in table if row["rev"] == head]
-    found = {}
-    for exp in baseline.get("experiments") or []:
-        data = exp["revs"][0]["data"]
-        found[exp["name"]] = {
+    return {
+        name: {
             "params": data["params"]["params.yaml"]["data"],
             "metrics": data["metrics"]["metrics/train/metrics.json"]["data"],
         }
-    return found
+        for name, data in helpers.experiments_of_head(repo).items()
+    }
 
 
 STUDY = config(
