@@ -138,8 +138,10 @@ class TuneConfig:
 
     def fingerprint(self) -> dict:
         """What makes two runs the same study: space, objective and fixed params."""
-        space = {d.key: {k: v for k, v in dataclasses.asdict(d).items() if v not in (None, ())}
-                 for d in self.space}  # fmt: skip
+        space = {
+            d.key: {k: v for k, v in dataclasses.asdict(d).items() if v not in (None, ())}
+            for d in self.space
+        }
         return json.loads(
             json.dumps(
                 {
@@ -148,7 +150,7 @@ class TuneConfig:
                     "fixed": self.fixed,
                     "space": space,
                 }
-            )  # fmt: skip
+            )
         )
 
 
@@ -437,14 +439,26 @@ class Runner:
         value = self.read_metric(name)
         minutes = (time.monotonic() - start) / 60
         trial.set_user_attr("minutes", round(minutes, 2))
-        say(f"trial {trial.number} ({name}) finished in {minutes:.1f} min: "
-            f"{self.config.metric_key} = {value:.4f}")  # fmt: skip
+        say(
+            f"trial {trial.number} ({name}) finished in {minutes:.1f} min: "
+            f"{self.config.metric_key} = {value:.4f}"
+        )
         return value
 
     def run_experiment(self, name: str, overrides: dict) -> None:
         """`dvc exp run --temp -n NAME -S ... STAGE`, its output in the trial's log file."""
-        cmd = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-n", name,
-               *set_arguments(overrides), self.stage]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "dvc",
+            "exp",
+            "run",
+            "--temp",
+            "-n",
+            name,
+            *set_arguments(overrides),
+            self.stage,
+        ]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "w") as log:
@@ -593,15 +607,13 @@ def check_study(study, config: TuneConfig, baseline_rev: str, base: dict) -> Non
 
 def enqueue_baseline(study, config: TuneConfig, fixed_params: dict) -> None:
     """Trial 0 of a new study: the workspace's own params, if the space holds them."""
-    values, outside = {}, []
-    for dim in config.space:
-        value = lookup(fixed_params, dim.key)
-        (values.__setitem__(dim.key, encode(value)) if dim.contains(value) else outside.append(
-            dim.key))  # fmt: skip
+    values = {d.key: lookup(fixed_params, d.key) for d in config.space}
+    outside = [d.key for d in config.space if not d.contains(values[d.key])]
     if outside:
         say(f"baseline skipped: the workspace's {', '.join(outside)} is outside the space")
         return
-    study.enqueue_trial(values, user_attrs={"baseline": True})
+    encoded = {key: encode(value) for key, value in values.items()}
+    study.enqueue_trial(encoded, user_attrs={"baseline": True}, skip_if_exists=True)
 
 
 # --- results -------------------------------------------------------------------------------
@@ -660,12 +672,15 @@ def format_summary(summary: dict, out_dir: Path) -> str:
     ]
     if summary["baseline"]:
         base = summary["baseline"]
-        lines.append(f"baseline (the workspace's params): trial {base['trial']}: "
-                     f"{base['value']:.4f}")  # fmt: skip
+        lines.append(
+            f"baseline (the workspace's params): trial {base['trial']}: {base['value']:.4f}"
+        )
     changes = summary["changed_from_workspace"]
     lines.append("params of the best trial that differ from the workspace's params.yaml:")
-    lines += [f"  {k}: {json.dumps(v['workspace'])} -> {json.dumps(v['best'])}"
-              for k, v in changes.items()] or ["  none"]  # fmt: skip
+    lines += [
+        f"  {k}: {json.dumps(v['workspace'])} -> {json.dumps(v['best'])}"
+        for k, v in changes.items()
+    ] or ["  none"]
     lines += [
         f"apply it to the workspace:  {summary['apply']}",
         f"or make it a branch:        {summary['branch']}",
@@ -781,8 +796,10 @@ def tune(config: TuneConfig, storage_url: str, jobs: int, out_dir: Path) -> dict
         done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
         where = f"{done} finished, " if existing else ""
         limit = f", at most {config.minutes:g} min" if config.minutes else ""
-        say(f"study {config.study} ({redact(storage_url)}): {where}{remaining} to run, "
-            f"{jobs} at a time{limit}; each trial is `dvc exp run --temp ... {stage}`")  # fmt: skip
+        say(
+            f"study {config.study} ({redact(storage_url)}): {where}{remaining} to run, "
+            f"{jobs} at a time{limit}; each trial is `dvc exp run --temp ... {stage}`"
+        )
         try:
             with sigterm_as_interrupt():
                 study.optimize(
