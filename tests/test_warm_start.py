@@ -28,7 +28,7 @@ from fmnist.model import architectures, saving
 from fmnist.params import ModelParams, Params, params_from_dict, params_to_dict
 from fmnist.serving import layout
 from fmnist.stages import parent, train
-from fmnist.tools import registry
+from fmnist.tools import registry, tune
 from helpers import dvc, git
 
 NAME = registry.ARTIFACT
@@ -255,3 +255,12 @@ def test_an_unreachable_remote_fails_naming_it(registered):
     finally:
         config.unlink()
     assert f"cannot fetch {NAME}@v1.0.0" in line and f"cannot connect to 127.0.0.1:{port}" in line
+
+
+def test_a_study_pins_a_stage_to_its_version_for_every_trial(registry_repo):
+    base = params_to_dict(Params())
+    pinned = tune.pin_init_from({"train.init_from": "prod", "train.epochs": 5}, base, registry_repo)
+    assert pinned == {"train.init_from": f"{NAME}@v1.0.0", "train.epochs": 5}
+    assert tune.pin_init_from({}, base, registry_repo) == {}  # the workspace's "": scratch
+    with pytest.raises(PipelineError, match="not registered"):
+        tune.pin_init_from({"train.init_from": "v2.0.0"}, base, registry_repo)
