@@ -331,6 +331,11 @@ def test_a_study_stopped_after_two_trials_resumes_and_runs_only_the_rest(resumed
     names = [t.user_attrs["experiment"] for t in complete]
     assert names[:2] == ["tiny-t000", "tiny-t001"] and len(set(names)) == 4
     assert complete[0].user_attrs.get("baseline")  # trial 0: the workspace's params
+    # The trial the stop cut short (if it had started) is run again first, at its point.
+    for cut in study.get_trials(states=(optuna.trial.TrialState.FAIL,)):
+        assert cut.user_attrs["interrupted"]
+        (retry,) = [t for t in complete if t.user_attrs.get("retry_of") == cut.number]
+        assert retry.params == cut.params and retry.number == cut.number + 1
     # Each drew its own point: a resumed sampler does not repeat the first run's draws.
     assert len({t.params["model.dropout"] for t in complete}) == 4
 

@@ -389,9 +389,26 @@ def fail_dead_local_trials(study, storage) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
         if trial.user_attrs.get("host") == host and pid and not _alive(pid):
+            storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
     return failed
+
+
+def retry_interrupted(study, storage) -> list[int]:
+    """Queue the points of the trials a stopped run cut short, once each, so that a resumed
+    study runs them first (Optuna would otherwise draw new points in their place)."""
+    from optuna.trial import TrialState
+
+    retried = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        attrs = trial.user_attrs
+        if attrs.get("interrupted") and not attrs.get("retried"):
+            keep = {"retry_of": trial.number, "baseline": attrs.get("baseline", False)}
+            study.enqueue_trial(trial.params, user_attrs=keep)
+            storage.set_trial_user_attr(trial._trial_id, "retried", True)
+            retried.append(trial.number)
+    return retried
 
 
 def _alive(pid: int) -> bool:
@@ -435,7 +452,11 @@ class Runner:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
         say(f"trial {trial.number} ({name}) started: {shown}")
         start = time.monotonic()
-        self.run_experiment(name, {**self.fixed, **values})
+        try:
+            self.run_experiment(name, {**self.fixed, **values})
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # rerun first when the study resumes
+            raise
         value = self.read_metric(name)
         minutes = (time.monotonic() - start) / 60
         trial.set_user_attr("minutes", round(minutes, 2))
@@ -782,7 +803,10 @@ def tune(config: TuneConfig, storage_url: str, jobs: int, out_dir: Path) -> dict
     check_study(study, config, head, base)
     stale = fail_dead_local_trials(study, storage)
     if stale:
-        say(f"trial(s) {', '.join(map(str, stale))} of a stopped run marked failed")
+        say(f"trial(s) {', '.join(map(str, stale))} of a killed run marked failed")
+    retried = retry_interrupted(study, storage)
+    if retried:
+        say(f"the point(s) of trial(s) {', '.join(map(str, retried))}, cut short, run first")
     existing = len(study.trials)
     shared = not storage_url.startswith("sqlite")
     study.sampler = study_sampler(config, existing, shared)
