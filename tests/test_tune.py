@@ -208,6 +208,26 @@ def test_the_baseline_is_the_workspace_params_when_the_space_holds_them():
     assert other.trials == []
 
 
+def test_a_killed_runs_trial_is_failed_then_run_again_once_at_its_point():
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cut = study.ask({"model.dropout": optuna.distributions.FloatDistribution(0, 0.5)})
+    cut.set_user_attr("host", socket.gethostname())
+    cut.set_user_attr("pid", dead.pid)
+    live = study.ask()
+    live.set_user_attr("host", socket.gethostname())
+    live.set_user_attr("pid", os.getpid())  # still running: left alone
+    assert tune.fail_dead_local_trials(study, storage) == [cut.number]
+    assert tune.retry_interrupted(study) == [cut.number]
+    assert tune.retry_interrupted(study) == []  # once
+    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting.system_attrs["fixed_params"] == cut.params
+    assert waiting.user_attrs["retry_of"] == cut.number
+    assert study.trials[live.number].state == optuna.trial.TrialState.RUNNING
+
+
 def test_set_options_are_read_as_yaml_like_dvc_does():
     assert tune.parse_sets(["train.epochs=3", "model.filters=[8,16,32]", "train.init_from="]) == {
         "train.epochs": 3,

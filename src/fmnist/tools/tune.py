@@ -395,18 +395,19 @@ def fail_dead_local_trials(study, storage) -> list[int]:
     return failed
 
 
-def retry_interrupted(study, storage) -> list[int]:
+def retry_interrupted(study) -> list[int]:
     """Queue the points of the trials a stopped run cut short, once each, so that a resumed
     study runs them first (Optuna would otherwise draw new points in their place)."""
     from optuna.trial import TrialState
 
+    trials = study.get_trials(deepcopy=False)
+    done = {t.user_attrs.get("retry_of") for t in trials}
     retried = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+    for trial in trials:
         attrs = trial.user_attrs
-        if attrs.get("interrupted") and not attrs.get("retried"):
+        if trial.state == TrialState.FAIL and attrs.get("interrupted") and trial.number not in done:
             keep = {"retry_of": trial.number, "baseline": attrs.get("baseline", False)}
             study.enqueue_trial(trial.params, user_attrs=keep)
-            storage.set_trial_user_attr(trial._trial_id, "retried", True)
             retried.append(trial.number)
     return retried
 
@@ -452,19 +453,10 @@ class Runner:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
         say(f"trial {trial.number} ({name}) started: {shown}")
         start = time.monotonic()
-        try:
-            self.run_experiment(name, {**self.fixed, **values})
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)  # rerun first when the study resumes
-            raise
+        self.run_experiment(name, {**self.fixed, **values})
         value = self.read_metric(name)
-        minutes = (time.monotonic() - start) / 60
-        trial.set_user_attr("minutes", round(minutes, 2))
-        say(
-            f"trial {trial.number} ({name}) finished in {minutes:.1f} min: "
-            f"{self.config.metric_key} = {value:.4f}"
-        )
-        return value
+        trial.set_user_attr("minutes", round((time.monotonic() - start) / 60, 2))
+        return value  # `report_trial` says so once the study has recorded it
 
     def run_experiment(self, name: str, overrides: dict) -> None:
         """`dvc exp run --temp -n NAME -S ... STAGE`, its output in the trial's log file."""
@@ -588,12 +580,20 @@ def stop_at_budget(trials: int):
     return callback
 
 
-def report_failure(study, trial) -> None:
-    """Optuna callback: one line for a failed trial."""
+def report_trial(study, trial) -> None:
+    """Optuna callback: one line per finished trial, once the study has recorded it (a stop
+    after this line never loses the trial)."""
     from optuna.trial import TrialState
 
-    if trial.state == TrialState.FAIL:
-        say(f"trial {trial.number} failed: {trial.user_attrs.get('error', 'see its log')}")
+    name = trial.user_attrs.get("experiment", "")
+    if trial.state == TrialState.COMPLETE:
+        metric = study.user_attrs["config"]["metric"].partition(":")[2]
+        say(
+            f"trial {trial.number} ({name}) finished in {trial.user_attrs['minutes']:.1f} min: "
+            f"{metric} = {trial.value:.4f}"
+        )
+    elif trial.state == TrialState.FAIL:
+        say(f"trial {trial.number} ({name}) failed: {trial.user_attrs.get('error', 'see its log')}")
 
 
 def check_study(study, config: TuneConfig, baseline_rev: str, base: dict) -> None:
@@ -804,7 +804,7 @@ def tune(config: TuneConfig, storage_url: str, jobs: int, out_dir: Path) -> dict
     stale = fail_dead_local_trials(study, storage)
     if stale:
         say(f"trial(s) {', '.join(map(str, stale))} of a killed run marked failed")
-    retried = retry_interrupted(study, storage)
+    retried = retry_interrupted(study)
     if retried:
         say(f"the point(s) of trial(s) {', '.join(map(str, retried))}, cut short, run first")
     existing = len(study.trials)
@@ -832,7 +832,7 @@ def tune(config: TuneConfig, storage_url: str, jobs: int, out_dir: Path) -> dict
                     timeout=config.minutes * 60 or None,
                     n_jobs=jobs,
                     catch=(TrialFailed,),
-                    callbacks=[report_failure, stop_after_failures, stop_at_budget(config.trials)],
+                    callbacks=[report_trial, stop_after_failures, stop_at_budget(config.trials)],
                 )
         except KeyboardInterrupt:
             runner.stop_children()
@@ -841,13 +841,17 @@ def tune(config: TuneConfig, storage_url: str, jobs: int, out_dir: Path) -> dict
 
 
 def _record_errors(runner: Runner):
-    """The objective, with a failed trial's reason kept on the trial for the report."""
+    """The objective, with a failed trial's reason kept on the trial for the report, and a
+    trial cut short by a stop marked so."""
 
     def objective(trial) -> float:
         try:
             return runner(trial)
         except TrialFailed as exc:
             trial.set_user_attr("error", str(exc))
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # run again first when the study resumes
             raise
 
     return objective
