@@ -9,8 +9,8 @@ trial, on the validation metric the study optimises. Every trial is a DVC experi
     python3 benchmarks/tune_study.py --study bench-12x5 --trials 12 -S train.epochs=5
 
 With `--full`, the baseline and the best params are then trained at the workspace's full
-length (`dvc exp run -n STUDY-full-baseline|best`, the whole pipeline) and their validation
-and test accuracy reported: chosen on validation, reported on test.
+length, or `--full-epochs N` (`dvc exp run --temp -n STUDY-eN-baseline|best ... evaluate`), and
+their validation and test accuracy reported: chosen on validation, reported on test.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def trial_rows(study: optuna.Study, config: tune.TuneConfig) -> list[str]:
 def full_run(name: str, overrides: dict) -> dict:
     """The whole pipeline as experiment `name` (a temporary-directory run: the workspace is
     left alone) with `overrides`; its validation and test accuracy."""
-    cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_arguments(overrides)]
+    cmd = ["dvc", "exp", "run", "--temp", "-n", name, *set_arguments(overrides), "evaluate"]
     subprocess.run(cmd, check=True)
     rev = tune.experiment_rev(git.git_commit(".")["commit"], name)
     scores = json.loads(tune.read_at(rev, "metrics/eval.json"))
@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int)
     parser.add_argument("--storage", default=tune.DEFAULT_STORAGE)
     parser.add_argument("--full", action="store_true", help="then train both at full length")
+    parser.add_argument(
+        "--full-epochs", type=int, help="with --full: this many epochs (default: params.yaml's)"
+    )
     add_set_option(parser, on_top_of="tune.yaml's `set`")
     args = parser.parse_args()
     command = [sys.executable, "-m", "fmnist.cli", "tune", "--config", args.config]
@@ -99,13 +102,14 @@ def main() -> None:
     if not args.full:
         return
     base = yaml.safe_load(Path("params.yaml").read_text())
+    epochs = args.full_epochs or base["train"]["epochs"]
+    length = {"train.epochs": epochs}
     best_params = {d.key: tune.decode(best.params[d.key]) for d in config.space}
     rows = {
-        "baseline (workspace params)": full_run(f"{name}-full-baseline", {}),
-        "best trial's params": full_run(f"{name}-full-best", best_params),
+        "baseline (workspace params)": full_run(f"{name}-e{epochs}-baseline", length),
+        "best trial's params": full_run(f"{name}-e{epochs}-best", {**best_params, **length}),
     }
-    epochs = base["train"]["epochs"]
-    print(f"\nfull length ({epochs} epochs), machine: {machine.describe()}\n")
+    print(f"\n{epochs} epochs, machine: {machine.describe()}\n")
     print("| params | epochs | val accuracy | test accuracy | train min |")
     print("|---|---|---|---|---|")
     for label, r in rows.items():

@@ -53,6 +53,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,60}")
 # than the grace period (its machine died) is failed by the next trial that starts.
 HEARTBEAT_S = 60
 GRACE_S = 5 * HEARTBEAT_S
+# Tries at opening the study's database (see open_storage).
+STORAGE_ATTEMPTS = 3
 # Consecutive failed trials after which the study stops: something is broken, not unlucky.
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -353,14 +355,21 @@ def open_storage(url: str):
         path.parent.mkdir(parents=True, exist_ok=True)
     # SQLite: several threads or processes wait for the file's lock instead of failing.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        with _quiet_optuna_warnings():
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
-            )
-    except Exception as exc:  # SQLAlchemy's errors: a bad URL, no server, no driver, no access
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TuneError(f"study storage {redact(url)}: cannot open it ({detail})") from None
+    # Workers that start together on a new database race to create Optuna's tables; the
+    # loser's next attempt finds them made.
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            with _quiet_optuna_warnings():
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                )
+        except ImportError as exc:  # the URL names a driver that is not installed
+            raise TuneError(f"study storage {redact(url)}: {exc}") from None
+        except Exception as exc:  # SQLAlchemy's: a bad URL, no server, no access, a race
+            error = exc
+            time.sleep(attempt + 1)
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise TuneError(f"study storage {redact(url)}: cannot open it ({detail})")
 
 
 def redact(url: str) -> str:
