@@ -105,9 +105,9 @@ def test_the_registry_is_the_project_even_inside_a_dvc_experiment_copy(tmp_path,
     assert parent.registry_repo(copy) == tmp_path / "elsewhere"
 
 
-def test_no_parent_is_an_empty_directory(tmp_path):
+def test_no_parent_is_a_directory_with_a_note_only(tmp_path):
     assert parent.fetch_parent("", tmp_path, tmp_path / "parent") == {"init_from": ""}
-    assert list((tmp_path / "parent").iterdir()) == []
+    assert [p.name for p in (tmp_path / "parent").iterdir()] == [parent.NO_PARENT_FILE]
 
 
 def write_package(path: Path, model: keras.Model, p: ModelParams) -> None:

@@ -4,8 +4,8 @@ With a version (`fashion-mnist-cnn@v1.2.0`) or a stage (`prod`, resolved to the 
 holds by the registry), the version's package comes from the DVC remote (`dvc artifacts get`)
 into `models/parent/`, and `models/parent.json` records the ref, the version and its commit.
 `dvc.lock` then records the package's hash: what the run started from (the same hash as the
-registered version's `models/package`). With `train.init_from: ""` the directory is empty and
-training starts from scratch. A missing version or an unusable remote fails here, before
+registered version's `models/package`). With `train.init_from: ""` the directory holds only a
+note, and training starts from scratch. A missing version or an unusable remote fails here, before
 training; `train` refuses a parent whose architecture differs.
 """
 
@@ -24,6 +24,9 @@ from fmnist.tools import registry, remote
 
 # Where the registry's git tags are, if not in the project itself (a clone of it elsewhere).
 REGISTRY_VARIABLE = "FMNIST_REGISTRY"
+# What `models/parent/` holds when training starts from scratch.
+NO_PARENT_FILE = "NONE.txt"
+NO_PARENT_NOTE = "train.init_from is empty: training starts from random weights.\n"
 # DVC runs `--temp` and queued experiments in <project>/.dvc/tmp/exps/...: a fresh git
 # repository with the experiment's commit but none of the project's tags.
 _EXPERIMENT_DIRS = (".dvc", "tmp", "exps")
@@ -45,11 +48,13 @@ def registry_repo(cwd: Path) -> Path:
 def fetch_parent(ref: str, repo: Path, out: Path) -> dict:
     """Fetch the package `ref` names into `out`; return the record of what was fetched.
 
-    An empty `ref` makes `out` an empty directory (training from scratch).
+    An empty `ref` leaves only a note in `out` (training from scratch; DVC warns about an empty
+    directory output).
     """
     if not ref:
         with atomic.atomic_path(out) as tmp:
             tmp.mkdir()
+            (tmp / NO_PARENT_FILE).write_text(NO_PARENT_NOTE)
         return {"init_from": ""}
     version = registry.resolve_version(repo, ref)
     tag = f"{registry.ARTIFACT}@{version}"
