@@ -423,10 +423,10 @@ def retry_interrupted(study) -> list[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # no signal: only whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # another user's
         return True
     return True
 
@@ -440,14 +440,13 @@ def counted(study) -> int:
 
 @dataclasses.dataclass
 class Runner:
-    """Runs trials as DVC experiments in the repository at `repo` (the current directory)."""
+    """Runs trials as DVC experiments of the repository in the current directory."""
 
     config: TuneConfig
-    fixed: dict
-    stage: str
-    baseline_rev: str
+    fixed: dict  # params set in every trial
+    stage: str  # trials run up to this stage
+    baseline_rev: str  # the commit the experiments branch from
     log_dir: Path
-    started: float = dataclasses.field(default_factory=time.monotonic)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     children: set = dataclasses.field(default_factory=set)
 
