@@ -473,3 +473,18 @@ def test_two_processes_share_one_study_in_postgresql(reproduced_repo, tmp_path, 
     ran = {repo: set(experiments(repo)) for repo in (one, two)}
     assert ran[one] | ran[two] == {"shared-t000", "shared-t001"}
     assert ran[one] and ran[two] and not ran[one] & ran[two]
+
+
+@pytest.mark.slow
+def test_jobs_run_trials_side_by_side(reproduced_repo, tmp_path):
+    side = config(study="side", budget={"trials": 2}, baseline=False, set=STUDY["set"])
+    repo = committed_copy(reproduced_repo, tmp_path / "repo", side)
+    proc = fmnist("tune", "-j", "2", cwd=repo)
+    out, _ = proc.communicate(timeout=3600)
+    assert proc.returncode == 0, out
+    storage = tune.DEFAULT_STORAGE.replace("sqlite:///", f"sqlite:///{repo}/")
+    first, second = optuna.load_study(study_name="side", storage=storage).trials
+    assert first.state == second.state == optuna.trial.TrialState.COMPLETE
+    # The second started before the first finished: two `dvc exp run --temp` at once.
+    assert second.datetime_start < first.datetime_complete
+    assert set(experiments(repo)) == {"side-t000", "side-t001"}
