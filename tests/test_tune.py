@@ -402,6 +402,20 @@ def test_the_result_names_the_best_experiment_its_diff_and_how_to_apply_it(resum
 
 
 @pytest.mark.slow
+def test_the_benchmark_prints_every_trial_and_the_baseline_against_the_best(resumed_study):
+    repo, _, _ = resumed_study
+    script = helpers.ROOT / "benchmarks" / "tune_study.py"
+    env = {"PYTHONPATH": f"{helpers.ROOT / 'src'}:{helpers.ROOT / 'benchmarks'}"}
+    out = helpers.run([sys.executable, str(script)], cwd=repo, env=env).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "experiment" not in line]
+    storage = tune.DEFAULT_STORAGE.replace("sqlite:///", f"sqlite:///{repo}/")
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(rows) == len(study.trials)  # the cut-short trial too, marked failed
+    assert rows[0].startswith("| 0 (baseline) | tiny-t000 |")
+    assert f"best: trial {study.best_trial.number} " in out and "baseline: trial 0 " in out
+
+
+@pytest.mark.slow
 def test_a_finished_study_reruns_nothing_and_another_space_needs_another_name(resumed_study):
     repo, _, _ = resumed_study
     again = fmnist("tune", cwd=repo)
