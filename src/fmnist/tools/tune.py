@@ -468,10 +468,13 @@ class Runner:
 
     def run_experiment(self, name: str, overrides: dict) -> None:
         """`dvc exp run --temp -n NAME -S ... STAGE`, its output in the trial's log file."""
+        # --wait-for-lock: trials started together (-j, or another dvc command) take turns at
+        # the repository's lock while DVC sets their runs up, instead of failing.
         cmd = [
             sys.executable,
             "-m",
             "dvc",
+            "--wait-for-lock",
             "exp",
             "run",
             "--temp",
