@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import re
 import shutil
@@ -186,6 +187,15 @@ def dvc(*args: str, cwd: Path, check: bool = True, **kwargs) -> subprocess.Compl
 def git(*args: str, cwd: Path) -> str:
     """Run git in `cwd` and return its stdout."""
     return run(["git", *args], cwd=cwd).stdout
+
+
+def experiments_of_head(repo: Path) -> dict[str, dict]:
+    """Name -> the `data` (params, metrics, ...) of each experiment of HEAD, from
+    `dvc exp show --json`."""
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    table = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    (baseline,) = [row for row in table if row["rev"] == head]
+    return {exp["name"]: exp["revs"][0]["data"] for exp in baseline.get("experiments") or []}
 
 
 def make_tiny_repo(path: Path, source: Path, overrides: dict | None = None) -> Path:

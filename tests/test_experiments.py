@@ -68,15 +68,11 @@ def swept(reproduced_repo, tmp_path_factory) -> Iterator[tuple[Path, dict[str, s
 
 def experiments(repo: Path) -> dict[str, dict]:
     """Name -> {"lr", "epochs", "accuracy"} of each experiment of HEAD, from `dvc exp show`."""
-    head = git("rev-parse", "HEAD", cwd=repo).strip()
-    table = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    (baseline,) = [row for row in table if row["rev"] == head]
     found = {}
-    for exp in baseline.get("experiments") or []:
-        data = exp["revs"][0]["data"]
+    for name, data in helpers.experiments_of_head(repo).items():
         params = data["params"]["params.yaml"]["data"]["train"]
         scores = data["metrics"]["metrics/eval.json"]["data"]["test"]
-        found[exp["name"]] = {
+        found[name] = {
             "lr": params["learning_rate"],
             "epochs": params["epochs"],
             "accuracy": scores["accuracy"],

@@ -18,7 +18,7 @@ from helpers import dvc, git
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("params", "fetch", "prepare", "train", "evaluate", "package")
+STAGES = ("params", "fetch", "prepare", "parent", "train", "evaluate", "package")
 
 
 def ran(output: str) -> list[str]:

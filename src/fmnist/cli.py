@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "list the named recipes, or print one's `dvc exp run -S` args",
     ),
     "predict": ("fmnist.tools.predict", "classify images with a packaged or registered model"),
+    "tune": (
+        "fmnist.tools.tune",
+        "search params with Optuna, every trial a DVC experiment (tune.yaml)",
+    ),
     "next-version": ("fmnist.tools.registry", "propose the next model version from the params"),
     "register": (
         "fmnist.tools.registry:register_main",

@@ -51,6 +51,8 @@ FillMode = Literal["nearest", "constant", "reflect", "wrap"]
 Monitor = Literal["val_loss", "val_accuracy"]
 Padding = Literal["same", "valid"]
 Dataset = Literal["canonical", "custom"]
+# `train.init_from`: "", [ARTIFACT@]vX.Y.Z, or [ARTIFACT#]STAGE (GTO's names).
+INIT_FROM = re.compile(r"|([\w.-]+@)?v\d+\.\d+\.\d+|([\w.-]+#)?[A-Za-z][\w-]*")
 
 # PyYAML reads `1e-3` (no dot) as a string; such a spelling of a number is still a number.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -297,9 +299,23 @@ class TrainParams:
     float32."""
     deterministic: Bool = True
     """TensorFlow op determinism: same data, params and code give the same model."""
+    init_from: Str = ""
+    """Warm start: the registered model whose weights start training, a version
+    (`fashion-mnist-cnn@v1.2.0` or `v1.2.0`) or a stage (`prod`); "" trains from scratch. The
+    `parent` stage fetches its package through DVC; the architecture must be the same."""
     early_stopping: EarlyStoppingParams = Field(default_factory=EarlyStoppingParams)
     reduce_lr: ReduceLRParams = Field(default_factory=ReduceLRParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
+
+    @field_validator("init_from")
+    @classmethod
+    def _a_registry_name(cls, init_from: str) -> str:
+        if not INIT_FROM.fullmatch(init_from):
+            raise _rule(
+                f"{init_from!r} is neither a registered version (fashion-mnist-cnn@v1.2.0, "
+                'v1.2.0) nor a stage (prod); "" trains from scratch'
+            )
+        return init_from
 
     @model_validator(mode="after")
     def _one_schedule(self) -> TrainParams:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fmnist import errors, launch
 
-STAGES = ("fetch", "prepare", "train", "evaluate", "package")
+STAGES = ("fetch", "prepare", "parent", "train", "evaluate", "package")
 
 
 def stage_outputs(spec: dict, stage: str) -> tuple[list[str], list[str]]:

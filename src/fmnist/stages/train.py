@@ -24,9 +24,10 @@ import tensorflow as tf
 
 from fmnist import atomic, provenance
 from fmnist.dataset import Split, load_split
-from fmnist.errors import report_errors
-from fmnist.model import architectures, saving
-from fmnist.params import Params, TrainParams, load_params
+from fmnist.errors import PipelineError, report_errors
+from fmnist.model import architectures, saving, tta
+from fmnist.params import Params, TrainParams, load_params, params_to_dict
+from fmnist.serving.layout import PARAMS_FILE, load_package
 from fmnist.training import device, distribute, history, inputs, resume
 
 # Training steps per call into TensorFlow (Keras' `steps_per_execution`): the same steps in the
@@ -127,6 +128,26 @@ def schedule_callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
     return callbacks
 
 
+def warm_start(model: keras.Model, parent_dir: Path, params: Params, ref: str) -> None:
+    """Give the built `model` the weights of the network in the parent package at `parent_dir`
+    (the `parent` stage fetched it for `train.init_from` = `ref`); a network of another
+    architecture fails, naming the params that differ."""
+    parent, meta = load_package(parent_dir)
+    weights = tta.network(parent).get_weights()
+    shapes = [w.shape for w in model.get_weights()]
+    if [w.shape for w in weights] != shapes:
+        theirs = meta[PARAMS_FILE].get("model", {})
+        ours = params_to_dict(params.model)
+        differ = [f"model.{k}: {theirs.get(k)!r} there, {v!r} here"
+                  for k, v in ours.items() if theirs.get(k) != v]  # fmt: skip
+        raise PipelineError(
+            f"train.init_from: {ref} has another architecture than model.* here "
+            f"({'; '.join(differ) or 'layer shapes differ'}): set the same model params, or "
+            'train.init_from: "" to train from scratch'
+        )
+    model.set_weights(weights)
+
+
 def train(
     params: Params,
     train_split: Split,
@@ -134,11 +155,13 @@ def train(
     extra_callbacks: list | None = None,
     strategy: tf.distribute.Strategy | None = None,
     checkpoint: resume.Checkpoint | None = None,
+    parent_dir: Path | None = None,
 ) -> tuple[keras.Model, int]:
     """Build, compile and fit the model under `strategy` (default: TensorFlow's default one).
 
     Returns the model and the number of epochs it has trained. With a `checkpoint`, the state
     after each epoch is saved, and training continues from the state it was given, if any.
+    With a `parent_dir` (a warm start), training starts from that package's weights.
     """
     p = params.train
     strategy = strategy or tf.distribute.get_strategy()
@@ -148,6 +171,8 @@ def train(
     # Variables created in the scope are mirrored on every replica and kept in sync.
     with strategy.scope():
         model = architectures.build(params.model, replicas)
+        if parent_dir is not None:
+            warm_start(model, parent_dir, params, p.init_from)
         compile_model(model, p, steps, replicas)
     counter = inputs.EpochCounter()
     augment = p.augment if p.augment.enabled else None
@@ -200,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("metrics/provenance/train.json"),
         help="the params and code this run used (fmnist.provenance)",
     )
+    parser.add_argument(
+        "--parent",
+        type=Path,
+        default=Path("models/parent"),
+        help="the package the `parent` stage fetched for train.init_from (warm start)",
+    )
     # Outside DVC's outputs, which DVC deletes before the stage runs (git-ignored).
     parser.add_argument("--backup-dir", type=Path, default=Path(".cache/train-backup"))
     parser.add_argument(
@@ -214,13 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     strategy, cluster, placement = distribute.setup(params.train.distribute)
     train_split, val_split = load_split(args.data / "train.npz"), load_split(args.data / "val.npz")
     runtime = {**device.setup(params.train), **placement}
+    parent = parent_record(args.parent, params.train.init_from)
     print(
         f"train: {params.model.arch} on {runtime['device']}, precision {runtime['precision']}, "
         f"strategy {runtime['distribute']} ({runtime['replicas']} replicas)"
     )
     data_files = [args.data / "train.npz", args.data / "val.npz"]
     fingerprint = resume.fingerprint(params, data_files)
-    run = functools.partial(fit_and_write, params, strategy, train_split, val_split, runtime)
+    run = functools.partial(
+        fit_and_write, params, strategy, train_split, val_split, runtime, args.parent, parent
+    )
     if cluster.is_chief:
         status = run(
             args.model, args.live_dir, args.metrics, args.record, args.backup_dir / fingerprint
@@ -241,12 +275,29 @@ def main(argv: list[str] | None = None) -> int:
         )
 
 
+def parent_record(parent_dir: Path, init_from: str) -> dict:
+    """The `parent` stage's record of what it fetched (`models/parent.json` for the package in
+    `models/parent/`); it must be for the `train.init_from` of these params."""
+    if not init_from:
+        return {"init_from": ""}
+    record_path = parent_dir.with_suffix(".json")
+    record = atomic.read_json(record_path, "parent")
+    if record.get("init_from") != init_from:
+        raise PipelineError(
+            f"{record_path} is for train.init_from {record.get('init_from')!r}, the params "
+            f"say {init_from!r}: run `dvc repro parent`"
+        )
+    return record
+
+
 def fit_and_write(
     params: Params,
     strategy: tf.distribute.Strategy,
     train_split: Split,
     val_split: Split,
     runtime: dict,
+    parent_dir: Path,
+    parent: dict,
     model_path: Path,
     live_dir: Path,
     metrics_path: Path,
@@ -268,7 +319,13 @@ def fit_and_write(
     checkpoint = resume.Checkpoint(backup, live_dir, saved)
     start = time.perf_counter()
     model, epochs = train(
-        params, train_split, val_split, [history.EpochLogger(live)], strategy, checkpoint
+        params,
+        train_split,
+        val_split,
+        [history.EpochLogger(live)],
+        strategy,
+        checkpoint,
+        parent_dir if parent["init_from"] else None,
     )
     seconds = time.perf_counter() - start
     live.end()
@@ -289,6 +346,8 @@ def fit_and_write(
         images_trained=(epochs - resumed_at) * len(train_split[1]),
     )
     atomic.write_json(metrics_path, device.model_metrics(record))
+    # The registered version the weights started from (train.init_from), or None.
+    record["parent"] = parent if parent["init_from"] else None
     atomic.write_json(record_path, record)
     shutil.rmtree(backup, ignore_errors=True)
     print(f"train: {epochs} epochs in {seconds:.0f} s; model written to {model_path}")

@@ -269,7 +269,11 @@ def resolve_in(
         name = version_name(version)
         found = artifact.find_version(name=name, include_discovered=True)
         if found is None or not found.is_registered:
-            raise PipelineError(f"{ARTIFACT} {name} is not registered in {repo} (`gto show`)")
+            known = [v.version for v in artifact.get_versions() if v.is_registered]
+            raise PipelineError(
+                f"{ARTIFACT}@{name} is not registered in {repo} (registered: "
+                f"{', '.join(sorted(known, key=parse_version)) or 'none'}; `gto show`)"
+            )
         if not found.is_active:
             raise PipelineError(
                 f"{ARTIFACT} {name} was deregistered (`gto history {ARTIFACT}` says when and "
@@ -288,6 +292,19 @@ def resolve(repo: str | Path, version: str | None = None, stage: str | None = No
     """Look up a version, a stage or (with neither) the latest version in the registry."""
     with open_registry(repo) as reg:
         return resolve_in(find_artifact(registry_state(reg), repo), repo, version, stage)
+
+
+def resolve_ref(repo: str | Path, ref: str) -> Resolved:
+    """The registered version one name means (`train.init_from`): a version
+    (`fashion-mnist-cnn@v1.2.0`, `v1.2.0`) or a stage (`prod`, `fashion-mnist-cnn#prod`),
+    resolved as `resolve` resolves them."""
+    name, at, version = ref.rpartition("@")
+    name, _, stage = (name, "", "") if at else ref.rpartition("#")
+    if (name or ARTIFACT) != ARTIFACT:
+        raise PipelineError(f"{ref!r} names the artifact {name!r}; this registry's is {ARTIFACT}")
+    if at or re.fullmatch(r"v\d+\.\d+\.\d+", stage):
+        return resolve(repo, version=version or stage)
+    return resolve(repo, stage=stage)
 
 
 # --- fetching a package and proving it is the one registered -------------------------------
