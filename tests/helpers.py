@@ -86,6 +86,7 @@ TINY_PARAMS = {
     "package.latency_runs": 10,
     "package.throughput_batch_size": 64,
     "package.throughput_runs": 2,
+    "package.ood_set_size": 20,
 }
 
 

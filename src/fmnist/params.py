@@ -249,7 +249,8 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class PackageParams:
-    """How the `package` stage measures inference speed on the packaging machine."""
+    """How the `package` stage measures inference speed on the packaging machine, and fits
+    the out-of-distribution detector (`fmnist.serving.ood`)."""
 
     # Untimed calls first, so that tracing and memory allocation do not count.
     warmup_runs: int = _field(5, lo=0, hi=1000)
@@ -258,6 +259,14 @@ class PackageParams:
     # Batch size and timed calls of the throughput measurement (images per second).
     throughput_batch_size: int = _field(256, lo=1, hi=65536)
     throughput_runs: int = _field(5, lo=1, hi=1000)
+    # Out-of-distribution threshold: flag at most this fraction of validation images (and of
+    # product photos made from them); within that, the one that best separates them from the
+    # synthetic out-of-distribution sets.
+    ood_max_false_alarm: float = _field(0.01, lo=0, hi=0.5, open_lo=True)
+    # Training images the detector's class statistics are fitted on (a fixed sample; 0: all).
+    ood_fit_sample: int = _field(10_000, lo=0)
+    # Images in each synthetic out-of-distribution set and photo set (tuning and held out).
+    ood_set_size: int = _field(500, lo=1, hi=10_000)
 
 
 @dataclass(frozen=True)

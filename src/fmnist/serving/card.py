@@ -3,7 +3,13 @@
 from fmnist.dataset import CLASS_NAMES
 from fmnist.params import ModelParams
 from fmnist.serving.layout import CONFUSION_MATRIX_FILE, MODEL_FILE
-from fmnist.serving.signatures import INPUT_NAME, SIGNATURE
+from fmnist.serving.signatures import (
+    AVERAGED_SIGNATURE,
+    BYTES_INPUT_NAME,
+    BYTES_SIGNATURE,
+    INPUT_NAME,
+    SIGNATURE,
+)
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -24,7 +30,32 @@ def _tta_sentence(model: dict) -> str:
     return f" It averages its probabilities over {views} (test-time augmentation: {count} views)."
 
 
-def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
+def _ood_lines(report: dict | None) -> list[str]:
+    """The model card's section on the out-of-distribution flag, from `calibration`'s report."""
+    if not report:
+        return []
+    held = report["held_out"]
+
+    def listed(rates: dict) -> str:
+        return ", ".join(f"{name.replace('_', ' ')} {rate:.1%}" for name, rate in rates.items())
+
+    return [
+        "## Out-of-distribution flag",
+        "",
+        f"Every signature returns `ood_score` and `out_of_distribution` (score above "
+        f"{report['threshold']:.3f}): the Mahalanobis distance of the image's features to the "
+        "nearest class of the training data (`fmnist.serving.ood`). The threshold was chosen "
+        "on the validation split, product photos made from it and synthetic "
+        "out-of-distribution sets, never the test set. On held-out sets it flags "
+        f"(false alarms) {listed(held['false_alarm'])}, and detects "
+        f"{listed(held['detection'])}.",
+        "",
+    ]
+
+
+def model_card(
+    params: dict, metrics: dict, lineage_record: dict, ood_report: dict | None = None
+) -> str:
     """The model card (Markdown): intended use, data, architecture, metrics, limits, versions."""
     model, train = params["model"], params["train"]
     optimizer = "AdamW" if train.get("weight_decay") else "Adam"
@@ -57,8 +88,12 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "",
             f"- SavedModel signature `{SIGNATURE}`: input `{INPUT_NAME}`, uint8, shape "
             "(batch, 28, 28, 1), raw pixels 0..255 (0 = black). Do not scale: the model divides "
-            "by 255 itself. Outputs `probabilities` (float32, (batch, 10)), `class_ids` (int32) "
-            "and `class_names` (string).",
+            "by 255 itself. Outputs `probabilities` (float32, (batch, 10)), `class_ids` (int32), "
+            "`class_names` (string), `ood_score` (float32) and `out_of_distribution` (bool). "
+            f"`{AVERAGED_SIGNATURE}`: the same, averaged over the test-time views. "
+            f"`{BYTES_SIGNATURE}`: input `{BYTES_INPUT_NAME}`, encoded PNG/JPEG/GIF/BMP/WebP "
+            "images (string, (batch,)), converted as Fashion-MNIST's images were in TensorFlow "
+            "ops; it adds `error` (string, empty when the image could be used).",
             f"- `{MODEL_FILE}` (Keras): float32 (batch, 28, 28, 1) scaled to [0, 1] by "
             "`fmnist.training.inputs.preprocess`; returns probabilities.",
             "- `fmnist predict` reads PNG/JPEG, IDX, Kaggle CSV and `.npy` and applies the same "
@@ -115,6 +150,7 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             f"{speed['throughput_images_per_s']} images/s at batch "
             f"{speed['throughput_batch_size']}. The model needs no GPU.",
             "",
+            *_ood_lines(ood_report),
             "## Limitations",
             "",
             "- The weakest classes on the test set: "
@@ -123,7 +159,8 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
             "- There is no 'none of these' class: any input is forced into one of the ten, and "
             "the probabilities are not calibrated.",
             "- Images unlike Fashion-MNIST (not centred, light background, photos) are out of "
-            "distribution; accuracy on them is unknown.",
+            f"distribution: send photos to `{BYTES_SIGNATURE}`, which converts them, and check "
+            "`out_of_distribution`.",
             "",
             "## Versions",
             "",

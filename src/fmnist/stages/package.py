@@ -4,7 +4,8 @@
 TensorFlow SavedModel directory that TensorFlow Serving and Vertex AI's prebuilt TensorFlow
 containers load as it is:
 
-    saved_model.pb, variables/, assets/, fingerprint.pb   the SavedModel (`serving_default`)
+    saved_model.pb, variables/, assets/, fingerprint.pb   the SavedModel (`serving_default`,
+                                                          `serving_averaged`, `serving_bytes`)
     model.keras                                           the native Keras model
     metadata/model_card.md                                what it is for, how good, limits
     metadata/metrics.json                                 test metrics, overall and per class
@@ -13,6 +14,8 @@ containers load as it is:
     metadata/class_names.json                             class id -> name
     metadata/lineage.json                                 data hashes, code, inputs, machines,
                                                           inference latency and throughput
+    metadata/ood.json                                     the out-of-distribution threshold and
+                                                          its rates on tuning and held-out sets
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ import pandas as pd
 import tensorflow as tf
 
 from fmnist import atomic, git
-from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
+from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE, SPLIT_NAMES, load_split
 from fmnist.errors import PipelineError, report_errors
-from fmnist.model import saving
-from fmnist.params import Params, load_params, params_to_dict
+from fmnist.model import saving, tta
+from fmnist.params import ModelParams, Params, load_params, params_to_dict
+from fmnist.serving import calibration
 from fmnist.serving.card import model_card
 from fmnist.serving.layout import (
     CLASS_NAMES_FILE,
@@ -47,11 +51,14 @@ from fmnist.serving.layout import (
     load_package,
 )
 from fmnist.serving.signatures import (
+    AVERAGED_SIGNATURE,
+    SIGNATURE,
     check_saved_model,
     export_saved_model,
     input_contract,
-    load_serving_fn,
+    load_signatures,
     measure_speed,
+    with_features,
 )
 from fmnist.training import device
 
@@ -66,6 +73,10 @@ class Sources:
     per_class: Path
     train_record: Path
     confusion_matrix: Path
+    # The prepared splits: the out-of-distribution detector is fitted, tuned and measured on them.
+    train: Path
+    val: Path
+    test: Path
 
     def files(self) -> dict[str, Path]:
         """Every source by role, in a fixed order."""
@@ -106,11 +117,16 @@ def build_package(out: Path, src: Sources, params: Params) -> dict:
     params_dict = params_to_dict(params)
     with atomic.atomic_path(out) as tmp:
         model = saving.load_model(src.model)
-        export_saved_model(model, tmp)
+        single = with_features(tta.network(model), ModelParams(tta_flip=False, tta_shift=0))
+        splits = [load_split(path) for path in (src.train, src.val, src.test)]
+        detector, ood_report = calibration.calibrate(single, *splits, params.package)
+        export_saved_model(model, tmp, params.model, detector)
         shutil.copyfile(src.model, tmp / MODEL_FILE)
-        serve = load_serving_fn(tmp)
+        served = load_signatures(tmp)
         probe = np.random.default_rng(1).integers(0, 256, (32, *IMAGE_SHAPE), dtype=np.uint8)
-        check_saved_model(model, serve, probe)
+        check_saved_model(model, served[AVERAGED_SIGNATURE], probe)
+        check_saved_model(tta.network(model), served[SIGNATURE], probe)
+        serve = served[SIGNATURE]
         record = {
             "data": atomic.read_json(src.manifest, "prepare"),
             "code": git.git_commit(),
@@ -129,7 +145,10 @@ def build_package(out: Path, src: Sources, params: Params) -> dict:
         atomic.write_json(meta / PARAMS_FILE, params_dict)
         atomic.write_json(meta / METRICS_FILE, metrics)
         atomic.write_json(meta / LINEAGE_FILE, record)
-        atomic.write_text(meta / MODEL_CARD_FILE, model_card(params_dict, metrics, record))
+        atomic.write_json(meta / calibration.REPORT_FILE, ood_report)
+        atomic.write_text(
+            meta / MODEL_CARD_FILE, model_card(params_dict, metrics, record, ood_report)
+        )
         load_package(tmp)
     return record["inference"]
 
@@ -146,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--confusion-matrix", type=Path, default=Path("metrics/figures/confusion_matrix.png")
     )
+    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument("--out", type=Path, default=Path("models/package"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
@@ -156,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         args.per_class,
         args.train_record,
         args.confusion_matrix,
+        *(args.data / f"{name}.npz" for name in SPLIT_NAMES),
     )
     speed = build_package(args.out, src, params)
     print(
