@@ -38,3 +38,12 @@ def reproduced_repo(tmp_path_factory):
     repo = helpers.make_tiny_repo(base / "repo", source)
     helpers.dvc("repro", cwd=repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, tiny_data):
+    """An untrained small model (seeded) as `train` saves it, averaged over `helpers.
+    SERVED_PARAMS`' ten views; its out-of-distribution detector fitted on the tiny training
+    images, half the tiny test images over its threshold; and its SavedModel:
+    (model, detector, path)."""
+    return helpers.export_untrained(tmp_path_factory.mktemp("saved") / "model", tiny_data)

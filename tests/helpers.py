@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from fmnist.dataset import CSV_FILES, IDX_FILES, IMAGE_SIZE, NUM_CLASSES, encode_csv, encode_idx
-from fmnist.params import Params
+from fmnist.params import ModelParams, Params
 from fmnist.tools import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +151,29 @@ def make_tiny_repo(path: Path, source: Path, overrides: dict | None = None) -> P
     git("add", "-A", cwd=path)
     git("commit", "-qm", "tiny pipeline", cwd=path)
     return path
+
+
+# A small network, fast to export, with the default's ten test-time views.
+SERVED_PARAMS = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8))
+
+
+def export_untrained(path: Path, data: dict):
+    """Export an untrained `SERVED_PARAMS` model (seeded) with a detector fitted on `data`'s
+    training images and a threshold at the median score of its test images, to `path`;
+    return (model, detector, path)."""
+    import keras
+
+    from fmnist.dataset import NUM_CLASSES
+    from fmnist.model import architectures, saving, tta
+    from fmnist.serving import ood, signatures
+
+    keras.utils.set_random_seed(0)
+    p = SERVED_PARAMS
+    model = saving.for_inference(architectures.build(p), p)
+    single = signatures.with_features(tta.network(model), ModelParams(tta_flip=False, tta_shift=0))
+    images, labels = data["train"]
+    detector = ood.fit(signatures.features_of(single, images)[1], labels, NUM_CLASSES)
+    scores = detector.score(signatures.features_of(single, data["test"][0])[1])
+    detector = detector.with_threshold(float(np.median(scores)))
+    signatures.export_saved_model(model, path, p, detector)
+    return model, detector, path

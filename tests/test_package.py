@@ -15,36 +15,18 @@ import yaml
 from PIL import Image
 
 import helpers
-from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, load_split
+from fmnist.dataset import CLASS_NAMES, load_split
 from fmnist.errors import PipelineError
-from fmnist.model import architectures, saving, tta
+from fmnist.model import architectures, tta
 from fmnist.params import ModelParams, params_from_dict, params_to_dict
-from fmnist.serving import card, ood, preprocess, signatures, synthetic
+from fmnist.serving import card, preprocess, signatures, synthetic
 from fmnist.training import inputs
 
 SAVED_MODEL_CLI = shutil.which("saved_model_cli") or ""
 
 
-P = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8))  # small: fast to export
+P = helpers.SERVED_PARAMS  # the `exported` fixture's (conftest.py)
 SINGLE = ModelParams(tta_flip=False, tta_shift=0)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_data):
-    """An untrained model (seeded) as `train` saves it, averaged over P's ten views, its
-    out-of-distribution detector fitted on the tiny training images, and its SavedModel."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = saving.for_inference(architectures.build(P), P)
-    single = signatures.with_features(tta.network(model), SINGLE)
-    images, labels = tiny_data["train"]
-    detector = ood.fit(signatures.features_of(single, images)[1], labels, NUM_CLASSES)
-    scores = detector.score(signatures.features_of(single, tiny_data["test"][0])[1])
-    detector = detector.with_threshold(float(np.median(scores)))  # half of them flagged
-    path = tmp_path_factory.mktemp("saved") / "model"
-    signatures.export_saved_model(model, path, P, detector)
-    return model, detector, path
 
 
 def test_speed_summary_percentiles_and_throughput():
