@@ -217,6 +217,7 @@ def test_register_promote_and_get_by_version_and_stage(reproduced_repo, tmp_path
             "predict",
             "--stage",
             "prod",
+            "--averaged",
             "--json",
             "-k",
             "1",
@@ -224,6 +225,8 @@ def test_register_promote_and_get_by_version_and_stage(reproduced_repo, tmp_path
         ],
         cwd=repo,
     )
-    top = json.loads(proc.stdout)[0]["top"][0]
+    answer = json.loads(proc.stdout)
+    assert answer["model"]["version"] == "v1.0.0" and answer["model"]["stage"] == "prod"
+    top = answer["results"][0]["top"][0]
     first = git("show", f"{NAME}@v1.0.0:metrics/predictions.csv", cwd=repo).splitlines()[1]
     assert top["class"] == first.split(",")[1]  # as evaluation of that version predicted

@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-k", "--top-k", type=int, default=3, help="classes shown per input")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+    # Options may come between inputs: `predict models/package --json images/`.
+    args = parser.parse_intermixed_args(argv)
     if not 1 <= args.top_k <= NUM_CLASSES:
         raise PipelineError(f"--top-k must be between 1 and {NUM_CLASSES}, got {args.top_k}")
     package_dir, items = split_arguments(args)
