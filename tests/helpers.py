@@ -9,8 +9,10 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +179,14 @@ def export_untrained(path: Path, data: dict):
     detector = detector.with_threshold(float(np.median(scores)))
     signatures.export_saved_model(model, path, p, detector)
     return model, detector, path
+
+
+def png_header(width: int, height: int, color_type: int = 0) -> bytes:
+    """A PNG that declares `width`×`height` 8-bit pixels (grey; 2: RGB) and holds none."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -228,7 +226,7 @@ def test_preprocess_answers_photos_as_serving_bytes_does(reproduced_repo, tmp_pa
     for i, photo in enumerate(photos):
         (tmp_path / f"photo{i}.img").write_bytes(photo)
         (tmp_path / f"photo{i}.png").write_bytes(photo)  # a JPEG named .png is still read
-    (tmp_path / "huge.png").write_bytes(_png_header(20_000, 20_000))
+    (tmp_path / "huge.png").write_bytes(helpers.png_header(20_000, 20_000))
     argv = ["predict", "--preprocess", "--json", "-k", "10", str(tmp_path)]
     proc = fmnist(*argv, cwd=reproduced_repo, check=False)
     assert proc.returncode == 1
@@ -247,13 +245,3 @@ def test_preprocess_answers_photos_as_serving_bytes_does(reproduced_repo, tmp_pa
         )
         assert row["out_of_distribution"] == bool(out["out_of_distribution"].numpy()[i])
     assert "photo0.img" not in rows  # not an image extension
-
-
-def _png_header(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

@@ -11,8 +11,6 @@ import hashlib
 import io
 import json
 import shutil
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fmnist import cli
+from helpers import png_header
 
 pytestmark = pytest.mark.slow
 
@@ -98,12 +97,7 @@ def test_wrong_size_or_mode_images(repo, monkeypatch, capsys, name, array):
 
 
 def test_a_png_declaring_a_huge_image_is_refused_without_decoding_it(repo, monkeypatch, capsys):
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # 10^10 grey pixels
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    data = png_header(100_000, 100_000)  # 10^10 grey pixels
     refused(repo, monkeypatch, capsys, "bomb.png", data)
 
 
@@ -183,12 +177,7 @@ def test_images_too_small_or_empty(repo, monkeypatch, capsys, name, image, messa
 
 
 def test_a_photo_declaring_a_huge_size_is_refused_without_decoding_it(repo, monkeypatch, capsys):
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", 10_000, 10_000, 8, 2, 0, 0, 0)  # 10^8 RGB pixels
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    data = png_header(10_000, 10_000, color_type=2)  # 10^8 RGB pixels
     line = answered_beside_a_good_photo(repo, monkeypatch, capsys, "bomb.png", data)
     assert "10000×10000 pixels, more than" in line
 

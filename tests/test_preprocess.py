@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fmnist.serving import preprocess, synthetic
+from helpers import png_header
 
 TO_PIXELS = tf.function(preprocess.images_to_pixels, input_signature=[preprocess.BATCH_SPEC])
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
@@ -117,18 +117,6 @@ def test_every_format_and_mode_gives_the_same_pixels(mode, fmt, options):
     pixels, errors = run([encode(converted, fmt, **options)])
     assert errors == [""]
     assert np.abs(pixels[0].astype(int) - reference[0]).mean() < 6, (mode, fmt)
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares `width`×`height` 8-bit grey pixels, and holds none."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def jpeg_header(width: int, height: int) -> bytes:
