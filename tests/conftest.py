@@ -77,3 +77,12 @@ def fast_tier_neither_trains_nor_runs_dvc(request, monkeypatch):
         popen_init(self, args, *more, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded_init)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, tiny_data):
+    """An untrained small model (seeded) as `train` saves it, averaged over `helpers.
+    SERVED_PARAMS`' ten views; its out-of-distribution detector fitted on the tiny training
+    images, half the tiny test images over its threshold; and its SavedModel:
+    (model, detector, path)."""
+    return helpers.export_untrained(tmp_path_factory.mktemp("saved") / "model", tiny_data)

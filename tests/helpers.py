@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +31,7 @@ from fmnist.dataset import (
     sha256,
 )
 from fmnist.dataset_versions import canonical_files
-from fmnist.params import Params, with_overrides
+from fmnist.params import ModelParams, Params, with_overrides
 from fmnist.tools import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +149,7 @@ TINY_PARAMS = {
     "package.latency_runs": 10,
     "package.throughput_batch_size": 64,
     "package.throughput_runs": 2,
+    "package.ood_set_size": 20,
 }
 
 
@@ -225,3 +228,40 @@ def make_tiny_repo(path: Path, source: Path, overrides: dict | None = None) -> P
     git("add", "-A", cwd=path)
     git("commit", "-qm", "tiny pipeline", cwd=path)
     return path
+
+
+# A small network, fast to export, with the default's ten test-time views.
+SERVED_PARAMS = ModelParams(arch="bn_gap_cnn", filters=(4, 6, 8))
+
+
+def export_untrained(path: Path, data: dict):
+    """Export an untrained `SERVED_PARAMS` model (seeded) with a detector fitted on `data`'s
+    training images and a threshold at the median score of its test images, to `path`;
+    return (model, detector, path)."""
+    import keras
+
+    from fmnist.dataset import NUM_CLASSES
+    from fmnist.model import architectures, saving, tta
+    from fmnist.serving import ood, signatures
+
+    keras.utils.set_random_seed(0)
+    p = SERVED_PARAMS
+    model = saving.for_inference(architectures.build(p), p)
+    single = signatures.with_features(tta.network(model), ModelParams(tta_flip=False, tta_shift=0))
+    images, labels = data["train"]
+    detector = ood.fit(signatures.features_of(single, images)[1], labels, NUM_CLASSES)
+    scores = detector.score(signatures.features_of(single, data["test"][0])[1])
+    detector = detector.with_threshold(float(np.median(scores)))
+    signatures.export_saved_model(model, path, p, detector)
+    return model, detector, path
+
+
+def png_header(width: int, height: int, color_type: int = 0) -> bytes:
+    """A PNG that declares `width`×`height` 8-bit pixels (grey; 2: RGB) and holds none."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 import helpers
 from fmnist.dataset import encode_csv, encode_idx, load_split
 from fmnist.errors import ImageError
+from fmnist.serving import signatures, synthetic
 from fmnist.tools import predict
 
 
@@ -47,7 +51,7 @@ def test_a_grayscale_image_is_read_as_its_pixels(tmp_path, images, suffix):
             lambda p, a: p.write_bytes(save_png(p, a).read_bytes()[:200]),
             "not a readable image, or truncated",
         ),
-        (lambda p, a: p.write_bytes(b"not an image at all"), "not a readable image"),
+        (lambda p, a: p.write_bytes(b"not an image at all"), "not a PNG or JPEG image"),
     ],
 )
 def test_bad_images_are_refused_naming_the_file(tmp_path, images, make, message):
@@ -132,6 +136,45 @@ def test_top_k_orders_by_probability_and_table_shows_names():
     assert table.splitlines()[1].split() == ["a.png", "Trouser", "0.600", "Pullover", "0.300"]
 
 
+def test_directories_are_searched_recursively_by_extension(tmp_path, images):
+    (tmp_path / "a/b").mkdir(parents=True)
+    for name in ("a/1.png", "a/b/2.JPG", "a/b/3.webp", "a/notes.txt", "a/b/4.jpeg"):
+        (tmp_path / name).write_bytes(b"x")
+    found = predict.expand([tmp_path / "a", tmp_path / "x.npy"], predict.IMAGE_SUFFIXES)
+    names = [str(p.relative_to(tmp_path)) for p in found]
+    assert names == ["a/1.png", "a/b/2.JPG", "a/b/4.jpeg", "x.npy"]
+    photos = predict.expand([tmp_path / "a"], predict.PREPROCESS_SUFFIXES)
+    assert "a/b/3.webp" in [str(p.relative_to(tmp_path)) for p in photos]
+
+
+def test_every_file_is_read_and_the_bad_ones_are_recorded_not_raised(tmp_path, images):
+    good = save_png(tmp_path / "good.png", images[0])
+    rgb = save_png(tmp_path / "colour.png", images[0], "RGB")
+    np.save(tmp_path / "two.npy", images[:2])
+    got = predict.read_all([good, rgb, tmp_path / "missing.png", tmp_path / "two.npy"], False)
+    assert got.order == [str(good), str(rgb), str(tmp_path / "missing.png"),
+                         f"{tmp_path / 'two.npy'}[0]", f"{tmp_path / 'two.npy'}[1]"]  # fmt: skip
+    assert set(got.errors) == {str(rgb), str(tmp_path / "missing.png")}
+    assert got.errors[str(tmp_path / "missing.png")] == "no such file or directory"
+    assert sum(len(a) for a in got.pixel_arrays) == 3
+    with_photos = predict.read_all([good, rgb], preprocess=True)
+    assert with_photos.encoded == [str(good), str(rgb)] and not with_photos.errors
+
+
+def test_the_first_argument_is_the_package_only_if_it_is_one(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg/saved_model.pb").write_bytes(b"")
+    (tmp_path / "imgs").mkdir()
+
+    def split(*items):
+        return predict.split_arguments(
+            argparse.Namespace(items=list(items), version=None, stage=None)
+        )
+
+    assert split(str(tmp_path / "pkg"), "a.png") == (tmp_path / "pkg", [Path("a.png")])
+    assert split(str(tmp_path / "imgs")) == (predict.DEFAULT_PACKAGE, [tmp_path / "imgs"])
+
+
 # --- the command on a package the pipeline made ---------------------------------------------
 
 
@@ -142,24 +185,63 @@ def fmnist(*args, cwd, check=True):
 @pytest.mark.slow
 def test_pngs_of_test_images_get_the_classes_evaluation_gave(reproduced_repo, tmp_path):
     images, _ = load_split(reproduced_repo / "data/prepared/test.npz")
-    paths = [str(save_png(tmp_path / f"test{i}.png", images[i])) for i in range(12)]
-    out = fmnist("predict", "models/package", *paths, "--json", cwd=reproduced_repo).stdout
-    got = [row["top"][0]["class"] for row in json.loads(out)]
+    paths = [str(save_png(tmp_path / f"test{i:02d}.png", images[i])) for i in range(12)]
+    argv = ["predict", "models/package", "--averaged", "--json", str(tmp_path)]
+    answer = json.loads(fmnist(*argv, cwd=reproduced_repo).stdout)
+    assert answer["model"]["package"] == "models/package" and answer["model"]["commit"]
+    assert [row["input"] for row in answer["results"]] == paths  # the directory, in order
+    got = [row["top"][0]["class"] for row in answer["results"]]
     evaluated = pd.read_csv(reproduced_repo / "metrics/predictions.csv")["predicted"][:12]
-    assert got == list(evaluated)
-    table = fmnist("predict", paths[0], "-k", "2", cwd=reproduced_repo).stdout  # default package
-    assert table.splitlines()[1].split()[:2] == [paths[0], got[0]]
+    assert got == list(evaluated)  # evaluate scores the averaged model
+    for row in answer["results"]:
+        assert isinstance(row["out_of_distribution"], bool) and row["ood_score"] >= 0
+    lines = fmnist("predict", paths[0], "-k", "2", cwd=reproduced_repo).stdout.splitlines()
+    assert lines[0].startswith("answered by models/package, packaged at commit ")
+    assert lines[2].split()[0] == paths[0]  # the default package and signature
 
 
 @pytest.mark.slow
-def test_a_bad_input_fails_with_one_line_naming_it(reproduced_repo, tmp_path, images):
+def test_bad_files_get_one_line_each_and_the_others_are_answered(reproduced_repo, tmp_path, images):
     good = save_png(tmp_path / "good.png", images[0])
     rgb = save_png(tmp_path / "colour.png", images[0], "RGB")
-    proc = fmnist("predict", str(good), str(rgb), cwd=reproduced_repo, check=False)
-    assert proc.returncode == 1 and proc.stdout == ""
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    proc = fmnist("predict", str(good), str(rgb), str(tmp_path / "junk.png"), "nowhere.png",
+                  cwd=reproduced_repo, check=False)  # fmt: skip
+    assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
         f"error: {rgb}: a RGB image (3 channels); expected 8-bit grayscale (mode L, one "
-        "channel) like Fashion-MNIST. Convert it first, e.g. with Pillow's Image.convert('L')"
+        "channel) like Fashion-MNIST. Use --preprocess to convert photos, or convert it "
+        "yourself, e.g. with Pillow's Image.convert('L')",
+        f"error: {tmp_path / 'junk.png'}: not a PNG or JPEG image (Pillow cannot identify it)",
+        "error: nowhere.png: no such file or directory",
     ]
     assert "Traceback" not in proc.stderr
+    assert [line.split()[0] for line in proc.stdout.splitlines()[2:]] == [str(good)]
+
+
+@pytest.mark.slow
+def test_preprocess_answers_photos_as_serving_bytes_does(reproduced_repo, tmp_path, images):
+    photos = synthetic.product_photos(images, seed=0)
+    for i, photo in enumerate(photos):
+        (tmp_path / f"photo{i}.img").write_bytes(photo)
+        (tmp_path / f"photo{i}.png").write_bytes(photo)  # a JPEG named .png is still read
+    (tmp_path / "huge.png").write_bytes(helpers.png_header(20_000, 20_000))
+    argv = ["predict", "--preprocess", "--json", "-k", "10", str(tmp_path)]
+    proc = fmnist(*argv, cwd=reproduced_repo, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(
+        f"error: {tmp_path / 'huge.png'}: the image is 20000×20000 pixels, more than "
+        "16,777,216 (4096×4096); downscale it first"
+    )
+    rows = {Path(r["input"]).name: r for r in json.loads(proc.stdout)["results"]}
+    serve = signatures.load_signatures(reproduced_repo / "models/package")
+    out = serve[signatures.BYTES_SIGNATURE](image_bytes=tf.constant(photos))
+    for i in range(len(photos)):
+        row = rows[f"photo{i}.png"]
+        by_class = {t["class_id"]: t["probability"] for t in row["top"]}
+        np.testing.assert_allclose(
+            [by_class[c] for c in range(10)], out["probabilities"].numpy()[i], atol=1e-5
+        )
+        assert row["out_of_distribution"] == bool(out["out_of_distribution"].numpy()[i])
+    assert "photo0.img" not in rows  # not an image extension

@@ -29,6 +29,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "fmnist.tools.tune",
         "search params with Optuna, every trial a DVC experiment (tune.yaml)",
     ),
+    "examples": (
+        "fmnist.tools.examples",
+        "write test images as files to try the model with: 28×28 pixels and product photos",
+    ),
+    "export": (
+        "fmnist.tools.export",
+        "write a registered version into TensorFlow Serving's layout (BASE/NAME/<int>/)",
+    ),
+    "vertex-model": (
+        "fmnist.tools.export:vertex_main",
+        "render the Vertex AI model upload of a registered version",
+    ),
+    "request": (
+        "fmnist.tools.export:request_main",
+        "render a TensorFlow Serving / Vertex AI predict request body from image files",
+    ),
     "next-version": ("fmnist.tools.registry", "propose the next model version from the params"),
     "register": (
         "fmnist.tools.registry:register_main",

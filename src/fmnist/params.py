@@ -349,7 +349,8 @@ class EvaluateParams:
 
 @_section
 class PackageParams:
-    """How the `package` stage measures inference speed on the packaging machine."""
+    """How the `package` stage measures inference speed on the packaging machine, and fits
+    the out-of-distribution detector (`fmnist.serving.ood`)."""
 
     warmup_runs: Annotated[Int, Field(ge=0, le=1000)] = 5
     """Untimed calls first, so that tracing and memory allocation do not count."""
@@ -359,6 +360,14 @@ class PackageParams:
     """Batch size of the throughput measurement (images per second)."""
     throughput_runs: Annotated[Int, Field(ge=1, le=1000)] = 5
     """Timed calls of the throughput measurement."""
+    ood_max_false_alarm: Number(gt=0, le=0.5) = 0.01
+    """Out-of-distribution threshold: flag at most this fraction of validation images (and of
+    product photos made from them); within that, the one that best separates them from the
+    synthetic out-of-distribution sets."""
+    ood_fit_sample: Annotated[Int, Field(ge=0)] = 10_000
+    """Training images the detector's class statistics are fitted on (a fixed sample; 0: all)."""
+    ood_set_size: Annotated[Int, Field(ge=1, le=10_000)] = 500
+    """Images in each synthetic out-of-distribution set and photo set (tuning and held out)."""
 
 
 @_section

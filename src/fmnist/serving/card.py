@@ -15,7 +15,13 @@ import jinja2
 from fmnist.dataset import CLASS_NAMES, version_summary
 from fmnist.params import ModelParams
 from fmnist.serving.layout import CONFUSION_MATRIX_FILE, MODEL_FILE
-from fmnist.serving.signatures import INPUT_NAME, SIGNATURE
+from fmnist.serving.signatures import (
+    AVERAGED_SIGNATURE,
+    BYTES_INPUT_NAME,
+    BYTES_SIGNATURE,
+    INPUT_NAME,
+    SIGNATURE,
+)
 from fmnist.tables import markdown_table
 
 TEMPLATE = "model_card.md.j2"
@@ -30,6 +36,7 @@ def _template() -> jinja2.Template:
     )
     env.filters["fmt"] = format
     env.globals["table"] = markdown_table
+    env.filters["rates"] = _rates
     text = importlib.resources.files("fmnist.serving").joinpath(TEMPLATE).read_text("utf-8")
     return env.from_string(text)
 
@@ -55,7 +62,14 @@ def dataset_version(record: dict | None) -> str:
     )
 
 
-def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
+def _rates(rates: dict) -> str:
+    """`{"blank": 0.98}` as `blank 98.0%`, for the out-of-distribution section."""
+    return ", ".join(f"{name.replace('_', ' ')} {rate:.1%}" for name, rate in rates.items())
+
+
+def model_card(
+    params: dict, metrics: dict, lineage_record: dict, ood_report: dict | None = None
+) -> str:
     """The model card (Markdown): intended use, data, architecture, metrics, limits, versions."""
     model = params["model"]
     # Params of an older package may lack the test-time augmentation keys: none then.
@@ -85,7 +99,11 @@ def model_card(params: dict, metrics: dict, lineage_record: dict) -> str:
         "weakest": sorted(per_class, key=lambda r: r["f1"])[:3],
         "class_names": CLASS_NAMES,
         "signature": SIGNATURE,
+        "averaged_signature": AVERAGED_SIGNATURE,
+        "bytes_signature": BYTES_SIGNATURE,
         "input_name": INPUT_NAME,
+        "bytes_input_name": BYTES_INPUT_NAME,
+        "ood": ood_report,
         "model_file": MODEL_FILE,
         "confusion_matrix_file": CONFUSION_MATRIX_FILE,
         "nan": float("nan"),

@@ -1,8 +1,24 @@
-"""The SavedModel's serving signature: raw uint8 pixels in, probabilities and classes out.
+"""The SavedModel's serving signatures: what TensorFlow Serving, Vertex AI and `fmnist predict`
+call, and how fast they answer.
 
-The `serving_default` signature scales pixels itself with `fmnist.training.inputs.preprocess`,
-so a client cannot feed it wrongly scaled floats.
+    serving_default   pixels: uint8 (batch, 28, 28, 1)   the network on the image alone (fast)
+    serving_averaged  pixels: uint8 (batch, 28, 28, 1)   averaged over the test-time views of
+                                                        `model.tta_*` (what `evaluate` scores)
+    serving_bytes     image_bytes: string (batch,)       encoded PNG/JPEG/GIF/BMP/WebP images,
+                                                        preprocessed in TensorFlow ops
+                                                        (`fmnist.serving.preprocess`), then
+                                                        as `serving_default`
+
+Every signature returns `probabilities` (float32 (batch, 10)), `class_ids` (int32),
+`class_names` (string), `ood_score` (float32: the Mahalanobis distance of the image's features
+to the nearest class, `fmnist.serving.ood`) and `out_of_distribution` (bool: the score above
+the threshold chosen when packaging). `serving_bytes` adds `error` (string): "" or why that
+image could not be used, in which case its other outputs are empty (zeros, class id -1).
+The pixel signatures scale pixels themselves (`fmnist.training.inputs.preprocess`), so a client
+cannot feed them wrongly scaled floats.
 """
+
+from __future__ import annotations
 
 import hashlib
 import time
@@ -16,64 +32,208 @@ from tensorflow.core.protobuf import fingerprint_pb2
 
 from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
 from fmnist.errors import PipelineError
-from fmnist.params import PackageParams
+from fmnist.model import tta
+from fmnist.params import ModelParams, PackageParams
+from fmnist.serving import ood, preprocess
 from fmnist.serving.layout import MODEL_FILE, SAVED_MODEL_FILE
+from fmnist.serving.ood import OodDetector
 from fmnist.training import inputs
 
 SIGNATURE = "serving_default"
+AVERAGED_SIGNATURE = "serving_averaged"
+BYTES_SIGNATURE = "serving_bytes"
 FINGERPRINT_FILE = "fingerprint.pb"
 INPUT_NAME = "pixels"
-# The SavedModel's input: a batch of raw 8-bit grayscale images, 0 = black, 255 = white.
+BYTES_INPUT_NAME = "image_bytes"  # TF Serving's REST API decodes {"b64": ...} for `*_bytes`
+# The pixel signatures' input: a batch of raw 8-bit grayscale images, 0 = black, 255 = white.
 INPUT_SPEC = tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8, name=INPUT_NAME)
+BYTES_INPUT_SPEC = tf.TensorSpec((None,), tf.string, name=BYTES_INPUT_NAME)
+OUTPUTS = ("probabilities", "class_ids", "class_names", "ood_score", "out_of_distribution")
 # The SavedModel must reproduce the Keras model to this tolerance (float32 rounding).
 MAX_PROBABILITY_DIFFERENCE = 1e-5
 
 
 def input_contract() -> dict:
     """What the packaged model expects, recorded in the package and shown in the model card."""
+    pixels = {INPUT_NAME: {"dtype": "uint8", "shape": [None, *IMAGE_SHAPE]}}
+    outputs = {
+        "probabilities": {"dtype": "float32", "shape": [None, len(CLASS_NAMES)]},
+        "class_ids": {"dtype": "int32", "shape": [None]},
+        "class_names": {"dtype": "string", "shape": [None]},
+        "ood_score": {"dtype": "float32", "shape": [None]},
+        "out_of_distribution": {"dtype": "bool", "shape": [None]},
+    }
     return {
         "saved_model": {
             "signature": SIGNATURE,
-            "input": {INPUT_NAME: {"dtype": "uint8", "shape": [None, *IMAGE_SHAPE]}},
+            "input": pixels,
             "scaling": "none by the client: raw pixels 0..255 (0 = black); the model divides "
             "by 255 itself",
-            "outputs": {
-                "probabilities": {"dtype": "float32", "shape": [None, len(CLASS_NAMES)]},
-                "class_ids": {"dtype": "int32", "shape": [None]},
-                "class_names": {"dtype": "string", "shape": [None]},
+            "outputs": outputs,
+            "signatures": {
+                SIGNATURE: {"input": pixels, "views": 1},
+                AVERAGED_SIGNATURE: {"input": pixels, "views": "model.tta_flip, model.tta_shift"},
+                BYTES_SIGNATURE: {
+                    "input": {BYTES_INPUT_NAME: {"dtype": "string", "shape": [None]}},
+                    "formats": preprocess.FORMATS,
+                    "extra_output": {"error": {"dtype": "string", "shape": [None]}},
+                },
             },
         },
         "keras": {
             "file": MODEL_FILE,
             "input": {"dtype": "float32", "shape": [None, *IMAGE_SHAPE]},
             "scaling": "pixel / 255 (fmnist.training.inputs.preprocess): 0.0 is black, 1.0 white",
-            "output": "class probabilities (None, 10)",
+            "output": "class probabilities (None, 10), averaged over model.tta_* views",
         },
         "class_names": list(CLASS_NAMES),
     }
 
 
-def export_saved_model(model: keras.Model, path: Path) -> None:
-    """Write `model` as a SavedModel at `path` whose `serving_default` takes uint8 pixels.
+# Layers whose input is a convolution stage's output: the out-of-distribution features are
+# those outputs averaged over the image.
+_POOLING = (
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling2D,
+)
+
+
+def with_features(network: keras.Model, p: ModelParams) -> keras.Model:
+    """`network` averaged over the views of `p` (as `fmnist.model.tta`), also returning the
+    out-of-distribution features of each image itself (`fmnist.serving.ood`, but the extent):
+    images (B, 28, 28, 1) float32 in [0, 1] -> [probabilities (B, 10), features (B, F)].
+
+    The network's own layers, called again: the same weights.
+    """
+    if not isinstance(network, keras.Sequential) or not isinstance(
+        network.layers[-1], keras.layers.Dense
+    ):
+        raise PipelineError(
+            f"{network.name}: expected a Sequential network ending in its classifier (a Dense), "
+            "as every architecture in fmnist.model.architectures is"
+        )
+    images = keras.Input(shape=IMAGE_SHAPE, name="images")
+    stacked, count = tta.stack_views(images, p)  # (V·B, 28, 28, 1)
+    h, taps = stacked, []
+    for layer in network.layers:
+        if isinstance(layer, _POOLING):
+            taps.append(keras.ops.mean(h, axis=(1, 2)))  # (V·B, channels)
+        if layer is network.layers[-1] and not taps:
+            taps.append(h)  # no convolutions: the penultimate features
+        h = layer(h)
+    features = taps[0] if len(taps) == 1 else keras.ops.concatenate(taps, axis=1)
+    return keras.Model(
+        images,
+        [tta.average_views(h, count), tta.first_view(features, count)],
+        name=f"{network.name}_x{count}",
+    )
+
+
+def ood_features(features: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
+    """All out-of-distribution features (B, F + 1): `with_features`' and the extent."""
+    return tf.concat([tf.cast(features, tf.float32), ood.extent(images)[:, None]], axis=1)
+
+
+def features_of(
+    model: keras.Model, images: np.ndarray, batch_size: int = 500
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, 10), out-of-distribution features (N, F + 1)) of uint8 images
+    (N, 28, 28) under a model made by `with_features`."""
+    probs, features = [], []
+    for start in range(0, len(images), batch_size):
+        x = inputs.preprocess(images[start : start + batch_size])
+        p, f = model(x, training=False)
+        probs.append(np.asarray(p))
+        features.append(ood_features(f, x).numpy())
+    return np.concatenate(probs), np.concatenate(features)
+
+
+def _answers(
+    probs: tf.Tensor, features: tf.Tensor, images: tf.Tensor, detector: OodDetector
+) -> dict[str, tf.Tensor]:
+    probs = tf.cast(probs, tf.float32)
+    ids = tf.argmax(probs, axis=1, output_type=tf.int32)  # (B,)
+    score = detector.tf_score(ood_features(features, images))  # (B,)
+    return {
+        "probabilities": probs,
+        "class_ids": ids,
+        "class_names": tf.gather(tf.constant(CLASS_NAMES), ids),
+        "ood_score": score,
+        "out_of_distribution": score > detector.threshold,
+    }
+
+
+def _refused(answers: dict[str, tf.Tensor], errors: tf.Tensor) -> dict[str, tf.Tensor]:
+    """`answers` with the rows of images that could not be used emptied, and `error`."""
+    ok = tf.equal(errors, "")
+
+    def keep(name: str, empty) -> tf.Tensor:
+        value = answers[name]
+        mask = tf.reshape(ok, [-1] + [1] * (len(value.shape) - 1))
+        return tf.where(mask, value, tf.cast(empty, value.dtype))
+
+    return {
+        "probabilities": keep("probabilities", 0.0),
+        "class_ids": keep("class_ids", -1),
+        "class_names": keep("class_names", ""),
+        "ood_score": keep("ood_score", 0.0),
+        "out_of_distribution": keep("out_of_distribution", False),
+        "error": errors,
+    }
+
+
+def export_saved_model(
+    model: keras.Model,
+    path: Path,
+    p: ModelParams,
+    detector: OodDetector,
+    jit_compile: bool = False,
+) -> None:
+    """Write `model` (as `fmnist.model.saving.for_inference` made it) as a SavedModel at `path`
+    with the three signatures of this module's docstring; `jit_compile` compiles the networks
+    with XLA.
 
     The same model gives the same bytes, and each weight is stored once. Keras' ExportArchive
     does neither: `track(model)` saves every weight twice (as the Keras variable and as the
     TensorFlow variable the traced function captures), and the captured variables come in an
-    order that changes from process to process. Here a plain `tf.Module` holds the TensorFlow
-    variables in the model's own order.
+    order that changes from process to process. Here a plain `tf.Module` holds the network's
+    TensorFlow variables in a fixed order; both pixel signatures call the same layers.
     """
-    names = tf.constant(CLASS_NAMES)
+    network = tta.network(model)
+    fast = with_features(network, ModelParams(tta_flip=False, tta_shift=0))
+    averaged = with_features(network, p)
+    run_fast = tf.function(lambda x: fast(x, training=False), jit_compile=jit_compile)
+    run_averaged = tf.function(lambda x: averaged(x, training=False), jit_compile=jit_compile)
 
     def serve(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        probs = model(inputs.preprocess(pixels), training=False)  # (B, 10)
-        probs = tf.cast(probs, tf.float32)
-        ids = tf.argmax(probs, axis=1, output_type=tf.int32)  # (B,)
-        return {"probabilities": probs, "class_ids": ids, "class_names": tf.gather(names, ids)}
+        images = inputs.preprocess(pixels)
+        return _answers(*run_fast(images), images, detector)
 
+    def serve_averaged(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = inputs.preprocess(pixels)
+        return _answers(*run_averaged(images), images, detector)
+
+    def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels, errors = preprocess.images_to_pixels(image_bytes)
+        return _refused(serve(pixels), errors)
+
+    # Every variable the signatures read, once, in a fixed order: the network's, then those of
+    # the test-time view layers (fmnist.model.tta).
+    variables = {id(v): v for model_ in (fast, averaged) for v in model_.variables}
     servable = tf.Module()
-    servable.weights = [v.value for v in model.variables]  # tf.Variable, in the model's order
+    servable.weights = [v.value for v in variables.values()]  # tf.Variable
     servable.serve = tf.function(serve, input_signature=[INPUT_SPEC], autograph=False)
-    signatures = {SIGNATURE: servable.serve.get_concrete_function()}
+    servable.serve_averaged = tf.function(
+        serve_averaged, input_signature=[INPUT_SPEC], autograph=False
+    )
+    servable.serve_bytes = tf.function(serve_bytes, input_signature=[BYTES_INPUT_SPEC])
+    signatures = {
+        SIGNATURE: servable.serve.get_concrete_function(),
+        AVERAGED_SIGNATURE: servable.serve_averaged.get_concrete_function(),
+        BYTES_SIGNATURE: servable.serve_bytes.get_concrete_function(),
+    }
     tf.saved_model.save(servable, str(path), signatures=signatures)
     _stable_fingerprint(path)
 
@@ -89,16 +249,28 @@ def _stable_fingerprint(path: Path) -> None:
     file.write_bytes(fingerprint.SerializeToString(deterministic=True))
 
 
-def load_serving_fn(path: str | Path) -> Callable[..., dict[str, tf.Tensor]]:
-    """The `serving_default` signature of the SavedModel at `path` (call it with pixels=)."""
+def load_signatures(path: str | Path) -> dict[str, Callable[..., dict[str, tf.Tensor]]]:
+    """The signatures of the SavedModel at `path` by name (call them with keyword inputs)."""
     path = Path(path)
     if not (path / SAVED_MODEL_FILE).is_file():
         raise PipelineError(f"{path}: no SavedModel there (no {SAVED_MODEL_FILE})")
-    return tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    signatures = dict(tf.saved_model.load(str(path)).signatures)
+    missing = {SIGNATURE, AVERAGED_SIGNATURE, BYTES_SIGNATURE} - set(signatures)
+    if missing:
+        raise PipelineError(
+            f"{path}: the SavedModel has no {', '.join(sorted(missing))} signature; it was "
+            "packaged by an older version of this project: run `dvc repro package`"
+        )
+    return signatures
+
+
+def load_serving_fn(path: str | Path, name: str = SIGNATURE) -> Callable[..., dict[str, tf.Tensor]]:
+    """One signature of the SavedModel at `path` (the pixel ones take `pixels=`)."""
+    return load_signatures(path)[name]
 
 
 def check_saved_model(model: keras.Model, serve: Callable, images: np.ndarray) -> float:
-    """Largest probability difference between the SavedModel and the Keras model on `images`.
+    """Largest probability difference between a pixel signature and the Keras model on `images`.
 
     Raises `PipelineError` above `MAX_PROBABILITY_DIFFERENCE`: a package whose two formats
     disagree must not be shipped.
@@ -128,7 +300,7 @@ def speed_summary(latencies_s: list[float], batch_s: list[float], batch_size: in
 
 
 def measure_speed(serve: Callable, p: PackageParams) -> dict:
-    """Time the serving signature on this machine: batch-1 latency and large-batch throughput."""
+    """Time a pixel signature on this machine: batch-1 latency and large-batch throughput."""
     rng = np.random.default_rng(0)  # the content does not change a CNN's cost, only its shape
     one = tf.constant(rng.integers(0, 256, (1, *IMAGE_SHAPE), dtype=np.uint8))
     batch = tf.constant(

@@ -2,7 +2,10 @@
 
 `models/package/` is laid out the way the seed write-up's registry stores a version, and is a
 TensorFlow SavedModel directory that TensorFlow Serving and Vertex AI's prebuilt TensorFlow
-containers load as it is (the layout: `fmnist.serving.layout`). Its bytes depend only on the
+containers load as it is (the layout: `fmnist.serving.layout`; the signatures, pixels and
+encoded images: `fmnist.serving.signatures`; the out-of-distribution threshold and its rates,
+fitted and tuned on the prepared train and val splits and measured on test:
+`metadata/ood.json`, `fmnist.serving.calibration`). Its bytes depend only on the
 model and the metadata it is made from: the inference speed measured here and the time go to
 a run record outside it (`metrics/runs/package.json`), and its lineage names no git commit
 (registration and `fmnist lineage` supply the commit; the package records what each stage ran
@@ -23,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from fmnist import atomic, dvcfiles, provenance
-from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE
+from fmnist.dataset import CLASS_NAMES, IMAGE_SHAPE, SPLIT_NAMES, load_split
 from fmnist.errors import PipelineError, report_errors
-from fmnist.model import saving
-from fmnist.params import Params, flatten, load_params, params_to_dict
+from fmnist.model import saving, tta
+from fmnist.params import ModelParams, Params, flatten, load_params, params_to_dict
+from fmnist.serving import calibration
 from fmnist.serving.card import model_card
 from fmnist.serving.layout import (
     CLASS_NAMES_FILE,
@@ -41,11 +45,14 @@ from fmnist.serving.layout import (
     write_manifest,
 )
 from fmnist.serving.signatures import (
+    AVERAGED_SIGNATURE,
+    SIGNATURE,
     check_saved_model,
     export_saved_model,
     input_contract,
-    load_serving_fn,
+    load_signatures,
     measure_speed,
+    with_features,
 )
 from fmnist.training import device
 
@@ -64,6 +71,10 @@ class Sources:
     per_class: Path
     train_record: Path
     confusion_matrix: Path
+    # The prepared splits: the out-of-distribution detector is fitted, tuned and measured on them.
+    train: Path
+    val: Path
+    test: Path
     provenance: Path  # the directory of the stages' provenance records, STAGE.json
 
     def record(self, stage: str) -> Path:
@@ -117,11 +128,16 @@ def build_package(out: Path, src: Sources, params: Params, lock: dict | None = N
     training = atomic.read_json(src.train_record, "train")
     with atomic.atomic_path(out) as tmp:
         model = saving.load_model(src.model)
-        export_saved_model(model, tmp)
+        single = with_features(tta.network(model), ModelParams(tta_flip=False, tta_shift=0))
+        splits = [load_split(path) for path in (src.train, src.val, src.test)]
+        detector, ood_report = calibration.calibrate(single, *splits, params.package)
+        export_saved_model(model, tmp, params.model, detector)
         shutil.copyfile(src.model, tmp / MODEL_FILE)
-        serve = load_serving_fn(tmp)
+        served = load_signatures(tmp)
         probe = np.random.default_rng(1).integers(0, 256, (32, *IMAGE_SHAPE), dtype=np.uint8)
-        check_saved_model(model, serve, probe)
+        check_saved_model(model, served[AVERAGED_SIGNATURE], probe)
+        check_saved_model(tta.network(model), served[SIGNATURE], probe)
+        serve = served[SIGNATURE]
         speed = measure_speed(serve, params.package)
         record = {
             "data": atomic.read_json(src.manifest, "prepare"),
@@ -144,7 +160,10 @@ def build_package(out: Path, src: Sources, params: Params, lock: dict | None = N
         atomic.write_json(meta / PARAMS_FILE, params_dict)
         atomic.write_json(meta / METRICS_FILE, metrics)
         atomic.write_json(meta / LINEAGE_FILE, record)
-        atomic.write_text(meta / MODEL_CARD_FILE, model_card(params_dict, metrics, record))
+        atomic.write_json(meta / calibration.REPORT_FILE, ood_report)
+        atomic.write_text(
+            meta / MODEL_CARD_FILE, model_card(params_dict, metrics, record, ood_report)
+        )
         write_manifest(tmp)
         load_package(tmp)
     return speed
@@ -180,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lock", type=Path, default=Path("dvc.lock"), help="the lock the records must match"
     )
+    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     parser.add_argument("--out", type=Path, default=Path("models/package"))
     parser.add_argument(
         "--run-record",
@@ -196,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         args.per_class,
         args.train_record,
         args.confusion_matrix,
+        *(args.data / f"{name}.npz" for name in SPLIT_NAMES),
         args.provenance,
     )
     speed = build_package(args.out, src, params, read_lock(args.lock))

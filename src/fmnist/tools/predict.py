@@ -1,14 +1,21 @@
 """`fmnist predict`: classify images with a packaged model, local or from the registry.
 
-Reads PNG/JPEG images (8-bit grayscale, 28×28), IDX image files (`*-ubyte`, `.idx`, gzipped or
-not), Kaggle-style CSV files (`label,pixel1..pixel784`) and `.npy` arrays of uint8 pixels, and
-prints the top-k classes with their probabilities as a table or JSON. Inputs are scaled by
-`fmnist.training.inputs.preprocess`, exactly as in training and evaluation. An input of the
-wrong size, with colour channels, of the wrong dtype, or corrupt is refused with a message
-naming the file.
+Reads image files (PNG, JPEG; with `--preprocess` also GIF, BMP, WebP), directories (every image
+file in them, recursively, by extension), IDX image files (`*-ubyte`, `.idx`, gzipped or not),
+Kaggle-style CSV files (`label,pixel1..pixel784`) and `.npy` arrays of uint8 pixels. It answers
+with the package's SavedModel, as a server would: `serving_default` for pixels, `serving_bytes`
+for images with `--preprocess`. Without `--preprocess` an image must already be what the model
+takes (8-bit grayscale, 28×28, a light garment on black); with it, any photo the bytes signature
+can decode is converted as Fashion-MNIST's images were (`fmnist.serving.preprocess`).
 
-    fmnist predict [PACKAGE] FILE...                   # PACKAGE defaults to models/package
-    fmnist predict --version v1.2.0 FILE...            # a registered version
+It prints which model answered (a registered version and its commit, or a directory), then
+the top-k classes of each input with the out-of-distribution flag, as a table or JSON. A file
+that cannot be used gets one `error:` line and the others are still answered; the exit code is
+1 if any failed.
+
+    fmnist predict [PACKAGE] INPUT...                  # PACKAGE defaults to models/package
+    fmnist predict --preprocess photos/                # any photos, converted first
+    fmnist predict --version v1.2.0 FILE...            # a registered version, verified
     fmnist predict --stage prod --json FILE...         # the version GTO shows in a stage
 """
 
@@ -19,11 +26,12 @@ import contextlib
 import io
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
-from PIL import Image
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
 
 from fmnist.dataset import (
     CLASS_NAMES,
@@ -35,12 +43,16 @@ from fmnist.dataset import (
     parse_idx,
 )
 from fmnist.errors import DataError, ImageError, PipelineError, report_errors
-from fmnist.serving import layout
+from fmnist.serving import layout, signatures
 from fmnist.tools import registry
-from fmnist.training import inputs
 
+# What a directory is searched for; PNG and JPEG are also what a file without --preprocess
+# may be (as 28×28 grayscale).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+PREPROCESS_SUFFIXES = IMAGE_SUFFIXES | {".gif", ".bmp", ".webp"}
 DEFAULT_PACKAGE = Path("models/package")
+# Images sent to the model at once.
+BATCH_SIZE = 256
 
 # (labels, images (N, 28, 28) uint8): one label per image, naming its file (and index).
 Batch = tuple[list[str], np.ndarray]
@@ -69,17 +81,21 @@ def read_image(path: Path) -> np.ndarray:
                 raise ImageError(
                     f"{path}: a {img.mode} image ({bands} channel{'s' if bands > 1 else ''}); "
                     "expected 8-bit grayscale (mode L, one channel) like Fashion-MNIST. "
-                    "Convert it first, e.g. with Pillow's Image.convert('L')"
+                    "Use --preprocess to convert photos, or convert it yourself, e.g. with "
+                    "Pillow's Image.convert('L')"
                 )
             if img.size != (IMAGE_SIZE, IMAGE_SIZE):
                 raise ImageError(
                     f"{path}: the image is {_size(img.size)} pixels; expected "
-                    f"{IMAGE_SIZE}×{IMAGE_SIZE}. Resize it first"
+                    f"{IMAGE_SIZE}×{IMAGE_SIZE}. Use --preprocess to convert photos, or "
+                    "resize it first"
                 )
             img.load()  # decodes everything: a truncated or corrupt file fails here
             return np.asarray(img, dtype=np.uint8).reshape(1, IMAGE_SIZE, IMAGE_SIZE)
     except ImageError:
         raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a PNG or JPEG image (Pillow cannot identify it)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{path}: not a readable image, or truncated ({exc})") from None
 
@@ -135,12 +151,16 @@ def read_csv(path: Path) -> np.ndarray:
     return images
 
 
-def read_inputs(path: Path) -> Batch:
-    """Every image in the file at `path`, with a label for each."""
+def _check_file(path: Path) -> None:
     if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError(f"{path}: no such file or directory")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise ImageError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+
+
+def read_inputs(path: Path) -> Batch:
+    """Every image in the file at `path`, as pixels, with a label for each."""
+    _check_file(path)
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return [str(path)], read_image(path)
@@ -155,20 +175,58 @@ def read_inputs(path: Path) -> Batch:
     return [f"{path}[{i}]" for i in range(len(images))], images
 
 
-def read_all(paths: list[Path]) -> Batch:
-    """The images of every file, in order; fails on the first bad file, before any model work."""
-    labels: list[str] = []
-    arrays = []
+def expand(paths: list[Path], suffixes: set[str]) -> list[Path]:
+    """`paths` with each directory replaced by the files in it (recursively) whose extension
+    is in `suffixes`, sorted; files as given."""
+    out = []
     for path in paths:
-        names, images = read_inputs(path)
-        labels += names
-        arrays.append(images)
-    return labels, np.concatenate(arrays)
+        if path.is_dir():
+            found = (p for p in path.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+            out += sorted(found)
+        else:
+            out.append(path)
+    return out
 
 
-def classify(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (N, 10) for uint8 images (N, 28, 28), scaled as in training."""
-    return np.asarray(model.predict(inputs.preprocess(images), batch_size=batch_size, verbose=0))
+@dataclass
+class Inputs:
+    """What was read: pixels and encoded images to classify, and files that failed."""
+
+    pixels: list[str] = field(default_factory=list)  # labels of `pixel_arrays`' rows
+    pixel_arrays: list[np.ndarray] = field(default_factory=list)
+    encoded: list[str] = field(default_factory=list)  # labels of `encoded_bytes`
+    encoded_bytes: list[bytes] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # label -> why it cannot be used
+    order: list[str] = field(default_factory=list)  # every label, in the order given
+
+
+def read_all(paths: list[Path], preprocess: bool) -> Inputs:
+    """Read every input; a file that cannot be used is recorded in `errors`, not raised.
+
+    With `preprocess`, image files are kept encoded for the bytes signature; everything else
+    is read as pixels.
+    """
+    got = Inputs()
+    for path in paths:
+        try:
+            if preprocess and path.suffix.lower() in PREPROCESS_SUFFIXES:
+                _check_file(path)
+                data = path.read_bytes()
+                got.encoded.append(str(path))
+                got.encoded_bytes.append(data)
+                got.order.append(str(path))
+            else:
+                labels, images = read_inputs(path)
+                got.pixels += labels
+                got.pixel_arrays.append(images)
+                got.order += labels
+        except ImageError as exc:
+            got.errors[str(path)] = str(exc).removeprefix(f"{path}: ")
+            got.order.append(str(path))
+        except OSError as exc:
+            got.errors[str(path)] = f"cannot read it ({exc.strerror})"
+            got.order.append(str(path))
+    return got
 
 
 def top_k(probs: np.ndarray, k: int) -> list[list[dict]]:
@@ -180,26 +238,86 @@ def top_k(probs: np.ndarray, k: int) -> list[list[dict]]:
     ]
 
 
-def format_table(labels: list[str], tops: list[list[dict]]) -> str:
-    """A plain-text table: one line per input, its top-k classes with probabilities."""
+def answers(outputs: dict[str, tf.Tensor], k: int) -> list[dict]:
+    """One result per row of a signature's `outputs`: top-k, OOD score and flag, or error."""
+    probs = outputs["probabilities"].numpy()
+    tops = top_k(probs, k)
+    scores = outputs["ood_score"].numpy()
+    flags = outputs["out_of_distribution"].numpy()
+    errors = outputs["error"].numpy() if "error" in outputs else [b""] * len(probs)
+    return [
+        {"error": error.decode()}
+        if error
+        else {"top": top, "ood_score": round(float(score), 4), "out_of_distribution": bool(flag)}
+        for top, score, flag, error in zip(tops, scores, flags, errors)
+    ]
+
+
+def classify(package: Path, got: Inputs, k: int, signature: str) -> dict[str, dict]:
+    """Each input's result by label, from the package's SavedModel, in batches."""
+    served = signatures.load_signatures(package)
+    results: dict[str, dict] = {}
+    if got.pixel_arrays:
+        pixels = np.concatenate(got.pixel_arrays)[..., None]  # (N, 28, 28, 1)
+        for start in range(0, len(pixels), BATCH_SIZE):
+            out = served[signature](pixels=tf.constant(pixels[start : start + BATCH_SIZE]))
+            labels = got.pixels[start : start + BATCH_SIZE]
+            results |= dict(zip(labels, answers(out, k)))
+    for start in range(0, len(got.encoded_bytes), BATCH_SIZE):
+        batch = tf.constant(got.encoded_bytes[start : start + BATCH_SIZE])
+        out = served[signatures.BYTES_SIGNATURE](image_bytes=batch)
+        results |= dict(zip(got.encoded[start : start + BATCH_SIZE], answers(out, k)))
+    return results
+
+
+def format_table(labels: list[str], tops: list[list[dict]], flags: list[bool] | None = None) -> str:
+    """A plain-text table: one line per input, its top-k classes with probabilities, and
+    `out of distribution` where flagged."""
     width = max(len("input"), *(len(label) for label in labels))
     k = len(tops[0])
     header = f"{'input':<{width}}  " + "  ".join(f"{f'#{i + 1}':<20}" for i in range(k))
     lines = [header.rstrip()]
-    for label, top in zip(labels, tops):
+    for i, (label, top) in enumerate(zip(labels, tops)):
         cells = "  ".join(f"{t['class']} {t['probability']:.3f}".ljust(20) for t in top)
-        lines.append(f"{label:<{width}}  {cells}".rstrip())
+        note = "  out of distribution" if flags and flags[i] else ""
+        lines.append(f"{label:<{width}}  {cells}".rstrip() + note)
     return "\n".join(lines)
 
 
+def is_package(path: Path) -> bool:
+    """Whether `path` is a model package directory (rather than a directory of inputs)."""
+    return path.is_dir() and (path / layout.SAVED_MODEL_FILE).is_file()
+
+
 def split_arguments(args: argparse.Namespace) -> tuple[Path | None, list[Path]]:
-    """(local package or None for the registry, input files) from the positional arguments."""
+    """(local package or None for the registry, inputs) from the positional arguments: the
+    first is the package if it is a package directory."""
     items = [Path(p) for p in args.items]
     if args.version or args.stage:
         return None, items
-    if items and items[0].is_dir():
+    if items and is_package(items[0]):
         return items[0], items[1:]
     return DEFAULT_PACKAGE, items
+
+
+def provenance(package: Path, resolved: registry.Resolved | None) -> dict:
+    """What answered: the registered version (its stage and commit), or the directory. The
+    package is verified against its manifest first (`layout.load_package`)."""
+    layout.load_package(package)
+    if resolved is None:
+        return {"package": str(package)}
+    out = {"version": resolved.version, "stage": resolved.stage, "commit": resolved.commit}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def describe(source: dict) -> str:
+    """`source` (from `provenance`) in one line."""
+    if "version" not in source:
+        return f"answered by the package in {source['package']}"
+    what = f"{registry.ARTIFACT} {source['version']}"
+    if "stage" in source:
+        what += f" (stage {source['stage']})"
+    return f"answered by {what}, registered at commit {source['commit'][:12]}"
 
 
 @report_errors
@@ -211,37 +329,67 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__.split("\n\n")[-1],
     )
     parser.add_argument(
-        "items", nargs="+", metavar="FILE", help="inputs, after an optional package directory"
+        "items",
+        nargs="+",
+        metavar="INPUT",
+        help="files or directories of inputs, after an optional package directory",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--version", help=f"a registered version of {registry.ARTIFACT}")
     source.add_argument("--stage", help="the version assigned to this stage (e.g. prod)")
     parser.add_argument("--repo", default=".", help="the registry's git repo (path or URL)")
+    parser.add_argument(
+        "--preprocess",
+        action="store_true",
+        help="convert images (any size, colour, background) as Fashion-MNIST's were, with the "
+        "package's serving_bytes signature",
+    )
+    parser.add_argument(
+        "--averaged",
+        action="store_true",
+        help="average pixel inputs over the test-time views (serving_averaged)",
+    )
     parser.add_argument("-k", "--top-k", type=int, default=3, help="classes shown per input")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+    # Options may come between inputs: `predict models/package --json images/`.
+    args = parser.parse_intermixed_args(argv)
     if not 1 <= args.top_k <= NUM_CLASSES:
         raise PipelineError(f"--top-k must be between 1 and {NUM_CLASSES}, got {args.top_k}")
-    package_dir, files = split_arguments(args)
-    if not files:
-        raise PipelineError("no input files given")
-    labels, images = read_all(files)
+    package_dir, items = split_arguments(args)
+    suffixes = PREPROCESS_SUFFIXES if args.preprocess else IMAGE_SUFFIXES
+    paths = expand(items, suffixes)
+    if not paths:
+        raise PipelineError(
+            "no inputs: give image files, directories of them, or .npy/IDX/CSV files"
+            if not items
+            else f"no image files ({', '.join(sorted(suffixes))}) in {', '.join(map(str, items))}"
+        )
+    got = read_all(paths, args.preprocess)
+    signature = signatures.AVERAGED_SIGNATURE if args.averaged else signatures.SIGNATURE
     with contextlib.ExitStack() as stack:
+        resolved = None
         if package_dir is None:
             # The version GTO shows for the stage, fetched by version and verified.
             resolved = registry.resolve(args.repo, args.version, args.stage)
             package_dir = stack.enter_context(
                 registry.fetched(args.repo, version=resolved.version, commit=resolved.commit)
             )
-            print(f"predict: {resolved}", file=sys.stderr)
-        model, _ = layout.load_package(package_dir)  # verifies every file first
-        tops = top_k(classify(model, images), args.top_k)
+        source = provenance(package_dir, resolved)
+        results = classify(package_dir, got, args.top_k, signature)
+    results |= {label: {"error": message} for label, message in got.errors.items()}
+    rows = [{"input": label, **results[label]} for label in got.order]
+    failed = [row for row in rows if "error" in row]
+    for row in failed:
+        print(f"error: {row['input']}: {row['error']}", file=sys.stderr)
+    good = [row for row in rows if "error" not in row]
     if args.json:
-        out = [{"input": label, "top": top} for label, top in zip(labels, tops)]
-        print(json.dumps(out, indent=2))
+        print(json.dumps({"model": source, "results": rows}, indent=2))
     else:
-        print(format_table(labels, tops))
-    return 0
+        print(describe(source))
+        if good:
+            flags = [row["out_of_distribution"] for row in good]
+            print(format_table([row["input"] for row in good], [r["top"] for r in good], flags))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
