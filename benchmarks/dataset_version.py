@@ -31,9 +31,8 @@ import yaml
 
 from fmnist import dataset
 from fmnist import dataset_versions as versions
-from fmnist.params import DEBIAN_DATASET_DIR
+from fmnist.params import DEBIAN_DATASET_DIR, with_overrides
 from fmnist.stages import fetch
-from fmnist.tools import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +75,7 @@ def raw_hash(source: Path, repo: Path, dataset_kind: str) -> tuple[str, str]:
         "fetch.system_dir": "",
         "fetch.base_url": "",
     }
-    (repo / "params.yaml").write_text(yaml.safe_dump(recipe.apply(params, settings)))
+    (repo / "params.yaml").write_text(yaml.safe_dump(with_overrides(params, settings)))
     run(["git", "init", "-q"], repo)
     run([sys.executable, "-m", "dvc", "init", "-q"], repo)
     out = run([sys.executable, "-m", "dvc", "repro", "fetch"], repo)

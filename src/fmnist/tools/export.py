@@ -175,10 +175,11 @@ def bytes_request(files: list[bytes], columnar: bool) -> dict:
 
 
 def _fetch_or_local(args: argparse.Namespace, tmp: Path) -> Path:
+    """The package to export: `--package`, or the registered version fetched and verified."""
     if args.package:
         return args.package
     out = tmp / "package"
-    registry.fetch_package(args.repo, out, version=args.version)
+    registry.get(args.repo, out, registry.resolve(args.repo, version=args.version))
     return out
 
 
