@@ -77,7 +77,7 @@ def test_it_pulls_reproduces_reports_and_comments_in_that_order(steps):
         next(i for i, c in enumerate(commands) if c.startswith(prefix))
         for prefix in (
             "make venv",
-            "dvc pull -r gcs --run-cache",
+            "dvc pull -r gcs --allow-missing",
             "dvc repro",
             "fmnist report --base origin/main -o report.md",
             "cml comment update",
