@@ -70,6 +70,18 @@ def test_the_threshold_respects_the_false_alarm_cap_and_separates_the_sets():
     assert ood.choose_threshold(inside, outside, max_false_alarm=0.1) <= threshold
 
 
+@pytest.mark.parametrize("size", [5, 20, 99, 101, 1000])
+def test_the_cap_holds_for_small_sets_too(size):
+    """A set of 20 cannot have 1% of it flagged: none of it may be (an interpolated quantile
+    between its two highest scores would flag one: 5%)."""
+    rng = np.random.default_rng(size)
+    inside = {"val": rng.normal(1.0, 0.1, size), "photos": rng.normal(1.0, 0.2, size)}
+    outside = {"near": rng.normal(1.1, 0.1, 50)}
+    threshold = ood.choose_threshold(inside, outside, max_false_alarm=0.01)
+    for scores in inside.values():
+        assert ood.flagged(scores, threshold) <= 0.01
+
+
 def test_when_the_sets_are_apart_the_threshold_is_the_highest_that_catches_them_all():
     inside = {"val": np.linspace(0.5, 1.5, 101)}
     outside = {"far": np.array([4.0, 5.0, 6.0])}

@@ -72,7 +72,9 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced_repo):
     assert record["lock_sha256"] == stamp.get("lock_sha256")
     lineage = json.loads((repo / "models/package/metadata/lineage.json").read_text())
     assert lineage["training"]["precision"] == record["precision"]
-    assert lineage["packaging"]["lock_sha256"] == record["lock_sha256"]
+    assert lineage["training"]["lock_sha256"] == record["lock_sha256"]
+    packaging = json.loads((repo / "metrics/runs/package.json").read_text())["packaging"]
+    assert packaging["lock_sha256"] == record["lock_sha256"]
     stats = json.loads((repo / "metrics/data.json").read_text())
     assert stats["train"]["examples"] + stats["val"]["examples"] == 300
 

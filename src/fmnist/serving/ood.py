@@ -130,7 +130,11 @@ def choose_threshold(
     out-of-distribution sets minus the mean false-alarm rate over the in-distribution sets,
     among thresholds that flag at most `max_false_alarm` of every in-distribution set. Ties
     go to the highest threshold (the fewest false alarms)."""
-    floor = max(float(np.quantile(s, 1.0 - max_false_alarm)) for s in in_distribution.values())
+    # "higher": an order statistic, so that at most `max_false_alarm` of a small set is above it.
+    floor = max(
+        float(np.quantile(s, 1.0 - max_false_alarm, method="higher"))
+        for s in in_distribution.values()
+    )
     candidates = np.unique(
         np.concatenate([floor, *in_distribution.values(), *out_of_distribution.values()], axis=None)
     )
