@@ -214,7 +214,7 @@ def after_make_repro(reproduced_repo, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("docs")
     repo = base / "repo"
     shutil.copytree(reproduced_repo, repo, symlinks=True)
-    for name in ("Makefile", "recipes.yaml", "vertex.yaml", ".gto", ".dvc/config"):
+    for name in ("Makefile", "recipes.yaml", "vertex.yaml", "tune.yaml", ".gto", ".dvc/config"):
         shutil.copy(ROOT / name, repo / name)
     git("branch", "-M", "main", cwd=repo)
     git("add", "-A", cwd=repo)

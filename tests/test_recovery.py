@@ -121,7 +121,7 @@ def test_a_failed_stage_names_the_commands_that_restore_its_outputs(reproduced_r
     git("commit", "-qm", "a good run", cwd=repo)
     outputs = PREPARE_CACHED + PREPARE_IN_GIT
     before = files_under(repo, outputs)
-    assert len(before) == 7  # 3 splits and a manifest, 2 metrics, 1 figure
+    assert len(before) == 8  # 3 splits, a manifest; provenance, class counts, dataset; a figure
     lock_before = (repo / "dvc.lock").read_text()
 
     # Valid params, but too few validation images for a stratified split of 10 classes.
