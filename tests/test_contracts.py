@@ -199,7 +199,8 @@ def test_the_declared_metrics_are_about_the_model():
         for entry in stage.get("metrics", [])
     }
     # The dataset record is a metric too: a new dataset version shows in `dvc metrics diff`.
-    assert metrics == {"metrics/eval.json", "metrics/train.json", "metrics/dataset.json"}
+    model = {"metrics/eval.json", "metrics/train.json", "metrics/train/metrics.json"}
+    assert metrics == model | {"metrics/dataset.json"}
     assert "metrics/runs/train.json" in stage_outputs()
 
 

@@ -136,7 +136,7 @@ def test_metrics_diff_shows_the_change_and_only_what_changed(branches):
     repo, low, high = branches
     diff = json.loads(dvc("metrics", "diff", low, high, "--json", cwd=repo).stdout)
     # Only the model's metrics: the run records (device, time, the rate used) are not metrics.
-    assert set(diff) <= {"metrics/eval.json", "metrics/train.json"}
+    assert set(diff) <= {"metrics/eval.json", "metrics/train.json", "metrics/train/metrics.json"}
     assert set(diff.get("metrics/train.json", {})) <= {"parameters", "epochs_run"}
     used = [
         json.loads(git("show", f"{rev}:metrics/runs/train.json", cwd=repo)) for rev in (low, high)

@@ -110,7 +110,12 @@ def test_plots_show_draws_each_intended_plot_once(reproduced_repo):
 def test_metrics_show_lists_what_a_reviewer_needs(reproduced_repo):
     (shown,) = json.loads(dvc("metrics", "show", "--json", cwd=reproduced_repo).stdout).values()
     files = shown["data"]
-    assert set(files) == {"metrics/eval.json", "metrics/train.json", "metrics/dataset.json"}
+    assert set(files) == {
+        "metrics/eval.json",
+        "metrics/train.json",
+        "metrics/train/metrics.json",
+        "metrics/dataset.json",
+    }
     assert set(files["metrics/train.json"]["data"]) == {"parameters", "epochs_run"}
     assert files["metrics/eval.json"]["data"]["test"]["accuracy"] > 0.3
 

@@ -148,10 +148,12 @@ def test_the_release_story(repo, tmp_path):
     images, _ = load_split(repo / "data/prepared/test.npz")
     Image.fromarray(images[0]).save(tmp_path / "img.png")
     proc = fmnist(
-        "predict", "--stage", "prod", "--json", "-k", "1", str(tmp_path / "img.png"), cwd=repo
-    )
-    assert f"predict: {NAME} v1.0.0 (stage prod, commit {v100[:7]})" in proc.stderr
-    top = json.loads(proc.stdout)[0]["top"][0]
+        "predict", "--stage", "prod", "--averaged", "--json", "-k", "1", str(tmp_path / "img.png"),
+        cwd=repo,
+    )  # fmt: skip
+    answer = json.loads(proc.stdout)
+    assert answer["model"] == {"version": "v1.0.0", "stage": "prod", "commit": v100}
+    top = answer["results"][0]["top"][0]
     first = git("show", f"{NAME}@v1.0.0:metrics/predictions.csv", cwd=repo).splitlines()[1]
     assert top["class"] == first.split(",")[1]  # as evaluation of that version predicted
 

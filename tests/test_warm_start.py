@@ -206,7 +206,7 @@ def test_a_warm_started_run_starts_lower_and_records_its_parent(registered, repr
         "tag": f"{NAME}@v1.0.0",
         "commit": tag_commit,
     }
-    assert json.loads((repo / "metrics/train.json").read_text())["parent"] == expected
+    assert json.loads((repo / "metrics/runs/train.json").read_text())["parent"] == expected
     lineage = json.loads((repo / "models/package/metadata/lineage.json").read_text())
     assert lineage["training"]["parent"] == expected
 
