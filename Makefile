@@ -34,8 +34,8 @@ dataset: ## install Fashion-MNIST from the Debian/Ubuntu package dataset-fashion
 repro: venv dataset ## the main job: the environment and the dataset, then `dvc repro`
 	dvc repro
 
-test: venv lint ## lint, then the whole test suite (offline)
-	python -m pytest
+test: venv lint ## lint, then the whole test suite (offline), one worker per core
+	python -m pytest -n auto --dist loadfile --durations=30
 
 test-fast: venv ## unit and contract tests only: no training, no dvc runs (about a minute)
 	python -m pytest -m "not slow"
