@@ -175,6 +175,25 @@ def test_the_first_argument_is_the_package_only_if_it_is_one(tmp_path):
     assert split(str(tmp_path / "imgs")) == (predict.DEFAULT_PACKAGE, [tmp_path / "imgs"])
 
 
+def test_when_no_input_can_be_used_no_model_is_loaded(tmp_path, monkeypatch, capsys, images):
+    """Bad files fail at once: nothing is fetched or loaded for them (no package is needed)."""
+    rgb = save_png(tmp_path / "colour.png", images[0], "RGB")
+
+    def load(*_):
+        raise AssertionError("the SavedModel was loaded")
+
+    monkeypatch.setattr(signatures, "load_signatures", load)
+    monkeypatch.chdir(tmp_path)
+    code = predict.main([str(rgb), str(tmp_path / "missing.png"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert [line.split(":")[1].strip() for line in err.splitlines()] == [
+        str(rgb),
+        str(tmp_path / "missing.png"),
+    ]
+    assert json.loads(out)["model"] is None
+
+
 # --- the command on a package the pipeline made ---------------------------------------------
 
 

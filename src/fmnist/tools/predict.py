@@ -366,16 +366,19 @@ def main(argv: list[str] | None = None) -> int:
         )
     got = read_all(paths, args.preprocess)
     signature = signatures.AVERAGED_SIGNATURE if args.averaged else signatures.SIGNATURE
-    with contextlib.ExitStack() as stack:
-        resolved = None
-        if package_dir is None:
-            # The version GTO shows for the stage, fetched by version and verified.
-            resolved = registry.resolve(args.repo, args.version, args.stage)
-            package_dir = stack.enter_context(
-                registry.fetched(args.repo, version=resolved.version, commit=resolved.commit)
-            )
-        source = provenance(package_dir, resolved)
-        results = classify(package_dir, got, args.top_k, signature)
+    results: dict[str, dict] = {}
+    source = None  # no model is fetched or loaded when no input can be used
+    if got.pixel_arrays or got.encoded_bytes:
+        with contextlib.ExitStack() as stack:
+            resolved = None
+            if package_dir is None:
+                # The version GTO shows for the stage, fetched by version and verified.
+                resolved = registry.resolve(args.repo, args.version, args.stage)
+                package_dir = stack.enter_context(
+                    registry.fetched(args.repo, version=resolved.version, commit=resolved.commit)
+                )
+            source = provenance(package_dir, resolved)
+            results = classify(package_dir, got, args.top_k, signature)
     results |= {label: {"error": message} for label, message in got.errors.items()}
     rows = [{"input": label, **results[label]} for label in got.order]
     failed = [row for row in rows if "error" in row]
@@ -384,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     good = [row for row in rows if "error" not in row]
     if args.json:
         print(json.dumps({"model": source, "results": rows}, indent=2))
-    else:
+    elif source:
         print(describe(source))
         if good:
             flags = [row["out_of_distribution"] for row in good]
