@@ -39,7 +39,7 @@ import yaml
 from fmnist import atomic
 from fmnist.errors import ImageError, PipelineError, report_errors
 from fmnist.serving import layout
-from fmnist.tools import predict, registry
+from fmnist.tools import predict, registry, write_or_print
 
 # Vertex AI's prebuilt TensorFlow prediction image (CPU). The SavedModel is written by this
 # project's TensorFlow: serve it with a container of that version or the nearest one offered.
@@ -232,10 +232,7 @@ def vertex_main(argv: list[str] | None = None) -> int:
     upload = vertex_upload(args.version, args.artifact_uri, args.image, args.commit)
     source = f"dvc artifacts get . {registry.ARTIFACT} --rev {args.version} -o package"
     text = render_vertex(upload, args.region, source)
-    if args.out:
-        atomic.write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
+    write_or_print(text, args.out)
     return 0
 
 
@@ -275,10 +272,7 @@ def request_main(argv: list[str] | None = None) -> int:
             raise PipelineError(f"{exc} (or send it to serving_bytes)") from None
         body = pixel_request(images, args.signature, args.columnar)
     text = json.dumps(body) + "\n"
-    if args.out:
-        atomic.write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
+    write_or_print(text, args.out)
     return 0
 
 

@@ -28,8 +28,9 @@ import yaml
 from pydantic import Field
 from pydantic_core import PydanticCustomError
 
-from fmnist import atomic, dvcfiles
+from fmnist import dvcfiles
 from fmnist.errors import PipelineError, report_errors
+from fmnist.tools import write_or_print
 
 # GPUs Vertex AI custom training offers (AcceleratorType in the Vertex AI REST reference).
 AcceleratorType = Literal[
@@ -274,10 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             origins.pop(key, None)
     spec = render(job_config(settings, origins), stage_command(args.dvc_yaml))
     text = to_yaml(spec)
-    if args.out:
-        atomic.write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
+    write_or_print(text, args.out)
     return 0
 
 
