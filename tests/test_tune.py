@@ -417,6 +417,26 @@ def test_the_benchmark_prints_every_trial_and_the_baseline_against_the_best(resu
 
 
 @pytest.mark.slow
+def test_the_benchmark_takes_the_committed_baseline_only_from_an_up_to_date_pipeline(resumed_study):
+    repo, _, _ = resumed_study
+    script = helpers.ROOT / "benchmarks" / "tune_study.py"
+    env = {"PYTHONPATH": f"{helpers.ROOT / 'src'}:{helpers.ROOT / 'benchmarks'}"}
+    assert json.loads(dvc("status", "--json", cwd=repo).stdout)  # the study's repo: not reproduced
+    done = helpers.run(
+        [sys.executable, str(script), "--full", "--committed-baseline"],
+        cwd=repo,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "--committed-baseline: the pipeline is not up to date with params.yaml and the code "
+        "(`dvc status`); run `dvc repro` or leave the option out"
+    )
+    assert not [e for e in dvc("exp", "list", "--name-only", cwd=repo).stdout.split() if "-e" in e]
+
+
+@pytest.mark.slow
 def test_a_finished_study_reruns_nothing_and_another_space_needs_another_name(resumed_study):
     repo, _, _ = resumed_study
     again = fmnist("tune", cwd=repo)
