@@ -52,6 +52,16 @@ def trial_rows(study: optuna.Study, config: tune.TuneConfig) -> list[str]:
     return lines
 
 
+def accuracies(scores: dict, record: dict) -> dict:
+    """A row of the full-length table from a run's metrics/eval.json and its run record."""
+    return {
+        "val": scores["val"]["accuracy"],
+        "test": scores["test"]["accuracy"],
+        "epochs": record["epochs_run"],
+        "train_minutes": record["train_seconds"] / 60,
+    }
+
+
 def full_run(name: str, overrides: dict) -> dict:
     """The whole pipeline as experiment `name` (a temporary-directory run: the workspace is
     left alone) with `overrides`; its validation and test accuracy."""
@@ -59,14 +69,19 @@ def full_run(name: str, overrides: dict) -> dict:
     cmd += [*set_arguments(overrides), "evaluate"]
     subprocess.run(cmd, check=True)
     rev = tune.experiment_rev(git.git_commit(".")["commit"], name)
-    scores = json.loads(tune.read_at(rev, "metrics/eval.json"))
-    record = json.loads(tune.read_at(rev, lineage.TRAIN_RECORD))
-    return {
-        "val": scores["val"]["accuracy"],
-        "test": scores["test"]["accuracy"],
-        "epochs": record["epochs_run"],
-        "train_minutes": record["train_seconds"] / 60,
-    }
+    return accuracies(
+        json.loads(tune.read_at(rev, "metrics/eval.json")),
+        json.loads(tune.read_at(rev, lineage.TRAIN_RECORD)),
+    )
+
+
+def finished_trials(storage: str, name: str) -> int:
+    """How many trials of study `name` have finished (0 when there is no such study)."""
+    try:
+        study = optuna.load_study(study_name=name, storage=tune.open_storage(storage))
+    except KeyError:  # no study of that name yet
+        return 0
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
 def committed_run() -> dict:
@@ -79,14 +94,10 @@ def committed_run() -> dict:
             "--committed-baseline: the pipeline is not up to date with params.yaml and the code "
             "(`dvc status`); run `dvc repro` or leave the option out"
         )
-    scores = json.loads(Path("metrics/eval.json").read_text())
-    record = json.loads(Path(lineage.TRAIN_RECORD).read_text())
-    return {
-        "val": scores["val"]["accuracy"],
-        "test": scores["test"]["accuracy"],
-        "epochs": record["epochs_run"],
-        "train_minutes": record["train_seconds"] / 60,
-    }
+    return accuracies(
+        json.loads(Path("metrics/eval.json").read_text()),
+        json.loads(Path(lineage.TRAIN_RECORD).read_text()),
+    )
 
 
 def main() -> None:
@@ -112,10 +123,13 @@ def main() -> None:
     command += ["--trials", str(args.trials)] if args.trials else []
     for item in args.set:
         command += ["-S", item]
-    subprocess.run(command, check=True)
-
     config = tune.load_config(args.config)
     name = args.study or config.study
+    # A finished study is only read: `fmnist tune` would refuse it on a later commit (its trials
+    # ran on the commit it started on), though nothing is left to run.
+    to_run = finished_trials(args.storage, name) < (args.trials or config.trials)
+    if to_run and subprocess.run(command).returncode != 0:
+        raise SystemExit(f"fmnist tune failed (its error is above): {' '.join(command[2:])}")
     study = optuna.load_study(study_name=name, storage=args.storage)
     print(f"\nmachine: {machine.describe()}\n")
     print(f"study {name}: objective {config.metric} ({config.direction}); "
@@ -134,19 +148,17 @@ def main() -> None:
     epochs = args.full_epochs or base["train"]["epochs"]
     length = {"train.epochs": epochs}
     best_params = {d.key: tune.decode(best.params[d.key]) for d in config.space}
-    if args.committed_baseline and epochs == base["train"]["epochs"]:
-        baseline_row = ("baseline (workspace params, the committed run)", committed_run())
+    if args.committed_baseline:
+        if epochs != base["train"]["epochs"]:
+            raise SystemExit(
+                f"--committed-baseline: the committed run trained {base['train']['epochs']} "
+                f"epochs, not {epochs}; leave out --full-epochs or --committed-baseline"
+            )
+        baseline = ("baseline (workspace params, the committed run)", committed_run())
     else:
-        baseline_row = (
-            "baseline (workspace params)",
-            full_run(f"{name}-e{epochs}-baseline", length),
-        )
-    rows = dict(
-        [
-            baseline_row,
-            ("best trial's params", full_run(f"{name}-e{epochs}-best", {**best_params, **length})),
-        ]
-    )
+        baseline = ("baseline (workspace params)", full_run(f"{name}-e{epochs}-baseline", length))
+    best_run = full_run(f"{name}-e{epochs}-best", {**best_params, **length})
+    rows = dict([baseline, ("best trial's params", best_run)])
     print(f"\n{epochs} epochs, machine: {machine.describe()}\n")
     print("| params | epochs | val accuracy | test accuracy | train min |")
     print("|---|---|---|---|---|")

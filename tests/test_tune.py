@@ -417,23 +417,35 @@ def test_the_benchmark_prints_every_trial_and_the_baseline_against_the_best(resu
 
 
 @pytest.mark.slow
-def test_the_benchmark_takes_the_committed_baseline_only_from_an_up_to_date_pipeline(resumed_study):
+def test_the_benchmark_takes_the_committed_baseline_only_from_an_up_to_date_pipeline(
+    resumed_study,
+):
     repo, _, _ = resumed_study
     script = helpers.ROOT / "benchmarks" / "tune_study.py"
     env = {"PYTHONPATH": f"{helpers.ROOT / 'src'}:{helpers.ROOT / 'benchmarks'}"}
-    assert json.loads(dvc("status", "--json", cwd=repo).stdout)  # the study's repo: not reproduced
-    done = helpers.run(
-        [sys.executable, str(script), "--full", "--committed-baseline"],
-        cwd=repo,
-        env=env,
-        check=False,
+
+    def last_line(cwd, *options):
+        done = helpers.run([sys.executable, str(script), "--full", "--committed-baseline",
+                            *options], cwd=cwd, env=env, check=False)  # fmt: skip
+        assert done.returncode == 1, done.stdout
+        return done.stderr.strip().splitlines()[-1]
+
+    epochs = yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"]
+    assert last_line(repo, "--full-epochs", str(epochs + 1)) == (
+        f"--committed-baseline: the committed run trained {epochs} epochs, not {epochs + 1}; "
+        "leave out --full-epochs or --committed-baseline"
     )
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == (
+    changed = repo.parent / "changed"  # params that the committed run did not train
+    shutil.copytree(repo, changed, symlinks=True)
+    params = yaml.safe_load((changed / "params.yaml").read_text())
+    params["evaluate"]["misclassified"] += 1
+    (changed / "params.yaml").write_text(yaml.safe_dump(params))
+    assert last_line(changed) == (
         "--committed-baseline: the pipeline is not up to date with params.yaml and the code "
         "(`dvc status`); run `dvc repro` or leave the option out"
     )
-    assert not [e for e in dvc("exp", "list", "--name-only", cwd=repo).stdout.split() if "-e" in e]
+    experiments = dvc("exp", "list", "--name-only", cwd=changed).stdout.split()
+    assert not [name for name in experiments if "-e" in name]  # nothing was trained
 
 
 @pytest.mark.slow
