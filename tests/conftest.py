@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,24 @@ import helpers
 
 # Quiet TensorFlow's start-up chatter in subprocesses and here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def project_files() -> dict[str, str]:
+    """Hashes of this checkout's committed pipeline state: what a stage's default paths write."""
+    files = [*(helpers.ROOT / "metrics").rglob("*"), helpers.ROOT / "dvc.lock"]
+    files.append(helpers.ROOT / "params.yaml")
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def the_checkout_is_left_alone():
+    """No test writes into this checkout's metrics, dvc.lock or params (a stage run in-process
+    with its default output paths would): each must give its outputs a temporary path."""
+    before = project_files()
+    yield
+    after = project_files()
+    changed = sorted(f for f in before.keys() | after.keys() if before.get(f) != after.get(f))
+    assert not changed, f"tests changed the checkout's files: {changed}"
 
 
 @pytest.fixture(scope="session")

@@ -206,12 +206,13 @@ def test_main_writes_raw_dir_and_nothing_on_failure(tmp_path, idx_source, capsys
         },
     )
     out = tmp_path / "data" / "raw"
-    assert fetch.main(["--params", str(params_file), "--out", str(out)]) == 0
+    record = ["--provenance", str(tmp_path / "provenance.json")]  # not the project's own
+    assert fetch.main(["--params", str(params_file), "--out", str(out), *record]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(fetch._all_idx_names())
     assert "custom, against canonical Fashion-MNIST" in capsys.readouterr().out
 
     helpers.set_params(params_file, {"fetch.source_dir": str(tmp_path / "gone")})
     fresh = tmp_path / "fresh" / "raw"
-    assert fetch.main(["--params", str(params_file), "--out", str(fresh)]) == 1
+    assert fetch.main(["--params", str(params_file), "--out", str(fresh), *record]) == 1
     assert "fetch.dataset is custom, so the data comes from" in capsys.readouterr().err
     assert not fresh.parent.exists()  # not even a temporary directory was left behind

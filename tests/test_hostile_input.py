@@ -416,7 +416,8 @@ def test_a_stage_given_an_unwritable_output_fails_with_one_error_line(tmp_path, 
         },
     )
     (tmp_path / "data").write_text("a file where the data directory should be")
-    assert fetch.main(["--params", str(params), "--out", str(tmp_path / "data" / "raw")]) == 1
+    out = ["--out", str(tmp_path / "data" / "raw"), "--provenance", str(tmp_path / "prov.json")]
+    assert fetch.main(["--params", str(params), *out]) == 1
     assert capsys.readouterr().err.startswith("error: cannot create directory")
 
 

@@ -65,6 +65,7 @@ def main_args(tmp_path, raw) -> list[str]:
         *("--out", str(tmp_path / "prepared"), "--stats", str(tmp_path / "m" / "data.json")),
         *("--dataset", str(tmp_path / "m" / "dataset.json")),
         *("--samples", str(tmp_path / "m" / "s.png")),
+        *("--provenance", str(tmp_path / "m" / "provenance.json")),
     ]
 
 
