@@ -18,8 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def project_files() -> dict[str, str]:
     """Hashes of this checkout's committed pipeline state: what a stage's default paths write."""
-    files = [*(helpers.ROOT / "metrics").rglob("*"), helpers.ROOT / "dvc.lock"]
-    files.append(helpers.ROOT / "params.yaml")
+    files = [
+        *(helpers.ROOT / "metrics").rglob("*"),
+        helpers.ROOT / "dvc.lock",
+        helpers.ROOT / "params.yaml",
+    ]
     return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
 
 

@@ -199,6 +199,11 @@ class Inputs:
     errors: dict[str, str] = field(default_factory=dict)  # label -> why it cannot be used
     order: list[str] = field(default_factory=list)  # every label, in the order given
 
+    @property
+    def usable(self) -> bool:
+        """Whether any input can be classified."""
+        return bool(self.pixel_arrays or self.encoded_bytes)
+
 
 def read_all(paths: list[Path], preprocess: bool) -> Inputs:
     """Read every input; a file that cannot be used is recorded in `errors`, not raised.
@@ -268,6 +273,22 @@ def classify(package: Path, got: Inputs, k: int, signature: str) -> dict[str, di
         out = served[signatures.BYTES_SIGNATURE](image_bytes=batch)
         results |= dict(zip(got.encoded[start : start + BATCH_SIZE], answers(out, k)))
     return results
+
+
+def answer(
+    args: argparse.Namespace, package_dir: Path | None, got: Inputs, signature: str
+) -> tuple[dict, dict[str, dict]]:
+    """Where the answers come from, and each usable input's result: from `package_dir`, or
+    (None) from the version the registry gives for `args`' version or stage."""
+    with contextlib.ExitStack() as stack:
+        resolved = None
+        if package_dir is None:
+            # The version GTO shows for the stage, fetched by version and verified.
+            resolved = registry.resolve(args.repo, args.version, args.stage)
+            package_dir = stack.enter_context(
+                registry.fetched(args.repo, version=resolved.version, commit=resolved.commit)
+            )
+        return provenance(package_dir, resolved), classify(package_dir, got, args.top_k, signature)
 
 
 def format_table(labels: list[str], tops: list[list[dict]], flags: list[bool] | None = None) -> str:
@@ -366,19 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     got = read_all(paths, args.preprocess)
     signature = signatures.AVERAGED_SIGNATURE if args.averaged else signatures.SIGNATURE
-    results: dict[str, dict] = {}
-    source = None  # no model is fetched or loaded when no input can be used
-    if got.pixel_arrays or got.encoded_bytes:
-        with contextlib.ExitStack() as stack:
-            resolved = None
-            if package_dir is None:
-                # The version GTO shows for the stage, fetched by version and verified.
-                resolved = registry.resolve(args.repo, args.version, args.stage)
-                package_dir = stack.enter_context(
-                    registry.fetched(args.repo, version=resolved.version, commit=resolved.commit)
-                )
-            source = provenance(package_dir, resolved)
-            results = classify(package_dir, got, args.top_k, signature)
+    # No model is fetched or loaded when no input can be used.
+    source, results = answer(args, package_dir, got, signature) if got.usable else (None, {})
     results |= {label: {"error": message} for label, message in got.errors.items()}
     rows = [{"input": label, **results[label]} for label in got.order]
     failed = [row for row in rows if "error" in row]
