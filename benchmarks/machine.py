@@ -86,6 +86,11 @@ def gemm_gflops(precision: str = "float32", size: int = 2048, repeats: int = 10)
     return 2 * size**3 / best / 1e9
 
 
+def usable_cores() -> set[int]:
+    """The cores this process may run on (fewer than the machine's under `taskset`)."""
+    return os.sched_getaffinity(0)
+
+
 def speed_probe() -> float:
     """Seconds for a fixed single-threaded loop (best of 3): how fast the CPU is right now.
 

@@ -49,7 +49,6 @@ import machine  # first: TensorFlow starts with the stages' oneDNN setting
 # isort: split
 import keras
 import numpy as np
-import yaml
 
 from fmnist import launch
 from fmnist.dataset import IMAGE_SHAPE, load_split
@@ -58,13 +57,9 @@ from fmnist.params import (
     ModelParams,
     Params,
     TrainParams,
-    load_params,
-    params_from_dict,
-    params_to_dict,
-    with_overrides,
 )
 from fmnist.stages import train
-from fmnist.tools.recipe import add_set_option, load_recipes, recipe_params
+from fmnist.tools.recipe import add_set_option, recipe_with_sets
 from fmnist.training import device, inputs
 
 PLAIN = "plain fit (NumPy)"
@@ -185,11 +180,7 @@ def parse_args() -> argparse.Namespace:
 def recipe(args: argparse.Namespace) -> Params:
     """The recipe's params with `--set` on top, trained in float32 (the bfloat16 methods set
     their own policy)."""
-    base = params_to_dict(load_params("params.yaml"))
-    params = recipe_params(args.recipe, load_recipes(), base)
-    pairs = (item.partition("=") for item in args.set)
-    sets = {key: yaml.safe_load(value) for key, _, value in pairs}
-    params = params_from_dict(with_overrides(params_to_dict(params), sets))
+    params = recipe_with_sets(args.recipe, args.set)
     return dataclasses.replace(params, train=dataclasses.replace(params.train, precision="float32"))
 
 

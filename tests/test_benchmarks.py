@@ -7,6 +7,7 @@ come from; a broken one would otherwise only show up in the next 20-minute bench
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -66,17 +67,27 @@ def test_recipes_benchmark_runs_each_recipe_from_the_same_params_and_never_clobb
     git("commit", "-qm", "recipes", cwd=tiny_repo)
     # notebook first: a workspace experiment leaves its params behind, and `default` sets none.
     cmd = [sys.executable, str(BENCHMARKS / "recipe_runs.py"), "notebook", "default"]
-    cmd += ["--seeds", "5", "-S", "train.epochs=1"]
+    cmd += ["--seeds", "5", "-S", "train.epochs=2", "--plot", "curves.png"]
     proc = run(cmd, cwd=tiny_repo, env=ENV)
 
     rows = table_rows(proc.stdout)
     assert [(r["recipe"], r["seed"], r["epochs"]) for r in rows] == [
-        ("notebook", "5", "1"),
-        ("default", "5", "1"),
+        ("notebook", "5", "2"),
+        ("default", "5", "2"),
     ]
     assert [r["parameters"] for r in rows] == [parameters("notebook"), parameters("default")]
     for row in rows:
         assert 0 <= float(re.fullmatch(r"([\d.]+)%", row["test accuracy"])[1]) <= 100
+        assert float(row["end-to-end s"]) >= float(row["train s"]) > 0
+    # The first run made the data; the second found it up to date and ran only the rest.
+    made, reused = (stage_seconds(r["stages s"]) for r in rows)
+    assert {"fetch", "prepare", "train", "evaluate", "package"} <= set(made)
+    assert {"train", "evaluate", "package"} <= set(reused) and not {"fetch", "prepare"} & set(
+        reused
+    )
+    assert sum(made.values()) <= float(rows[0]["end-to-end s"]) + 1  # rounding
+    assert (tiny_repo / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert "speed probe" in proc.stdout and "machine:" in proc.stdout
     shown = dvc("exp", "show", "--json", cwd=tiny_repo).stdout
     assert "bench-notebook-seed5" in shown and "bench-default-seed5" in shown
 
@@ -86,11 +97,89 @@ def test_recipes_benchmark_runs_each_recipe_from_the_same_params_and_never_clobb
     assert proc.returncode != 0
     assert "bench-default-seed5, bench-notebook-seed5 already exist" in proc.stderr
     assert (tiny_repo / "params.yaml").read_text() == before
-    # Once removed, the same params again: trained again (no run cache: docs/pipeline.md), to
-    # the same model.
+    # Once removed, the same params again, every stage run as in a fresh clone (--fresh):
+    # trained again (no run cache: docs/pipeline.md), to the same model.
     dvc("exp", "remove", "bench-notebook-seed5", cwd=tiny_repo)
-    proc = run(cmd[:3] + cmd[4:], cwd=tiny_repo, env=ENV)
-    assert table_row(proc.stdout)["test accuracy"] == rows[0]["test accuracy"]
+    proc = run([*cmd[:3], *cmd[4:], "--fresh"], cwd=tiny_repo, env=ENV)
+    row = table_row(proc.stdout)
+    assert row["test accuracy"] == rows[0]["test accuracy"]
+    assert {"fetch", "prepare", "train"} <= set(stage_seconds(row["stages s"]))
+
+
+def stage_seconds(cell: str) -> dict[str, float]:
+    """The stages and their seconds in a "stages s" cell ("train 12, evaluate 3")."""
+    return {name: float(sec) for name, sec in (item.split() for item in cell.split(", "))}
+
+
+@pytest.mark.slow
+def test_candidates_benchmark_logs_a_runs_curve_and_view_scores_and_reports_them(
+    reproduced_repo, tmp_path
+):
+    log, png = tmp_path / "runs.jsonl", tmp_path / "curves.png"
+    script = str(BENCHMARKS / "candidates.py")
+    data = str(reproduced_repo / "data" / "prepared")
+    sets = ["--recipe", "quick", "-S", "train.epochs=2"]
+    run(
+        [sys.executable, script, "tiny", *sets, "--data", data, "--log", str(log)],
+        cwd=ROOT,
+        env=ENV,
+    )
+
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["name"] == "tiny" and record["epochs"] == 2 and record["cores"] >= 1
+    assert (record["recipe"], record["sets"]) == ("quick", ["train.epochs=2"])
+    assert record["parameters"] == int(parameters("quick").replace(",", ""))
+    seconds = record["epoch_seconds"]
+    assert len(seconds) == len(record["val_accuracy"]) == 2
+    assert 0 < seconds[0] < seconds[1] <= record["train_seconds"]
+    views = ("1 view", "mirror", "shifts", "10 views")
+    assert set(record["scores"]) == {f"{split} {v}" for split in ("val", "test") for v in views}
+    assert all(0 <= score <= 1 for score in record["scores"].values())
+    # The one-view validation score of the final network is the last epoch's val_accuracy.
+    assert record["scores"]["val 1 view"] == pytest.approx(record["val_accuracy"][-1], abs=1e-6)
+
+    report = [sys.executable, script, "--report", "--log", str(log), "--plot", str(png)]
+    row = table_row(run(report, cwd=ROOT, env=ENV).stdout)
+    assert row["run"] == "tiny" and row["epochs"] == "2"
+    assert row["val 10 views"] == f"{record['scores']['val 10 views']:.2%}"
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_candidates_benchmark_scores_the_views_the_shipped_model_averages(tmp_path):
+    """Each view set's score is the shipped model's with that set (`model.tta_*`)."""
+    check = """
+import numpy as np, candidates
+from fmnist.model import architectures, saving
+from fmnist.params import ModelParams
+from fmnist.training import inputs
+x = inputs.preprocess(np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
+net = architectures.build(ModelParams(filters=(4, 6, 8)))
+probs = np.stack(candidates.view_probabilities(net).predict(x, verbose=0))
+for name, flip, shift in [("1 view", 0, 0), ("mirror", 1, 0), ("shifts", 0, 1), ("10 views", 1, 1)]:
+    shipped = saving.for_inference(net, ModelParams(filters=(4, 6, 8), tta_flip=bool(flip),
+                                                    tta_shift=shift))
+    mean = probs[candidates.VIEW_SETS[name]].mean(axis=0)
+    assert np.abs(shipped.predict(x, verbose=0) - mean).max() < 1e-6, name
+print("views agree")
+"""
+    assert "views agree" in run([sys.executable, "-c", check], cwd=tmp_path, env=ENV).stdout
+
+
+@pytest.mark.slow
+def test_arch_speed_benchmark_times_layer_specs_side_by_side(reproduced_repo):
+    specs = ["c16 c16 p c48 c48 p c64 c64", "c16p c16 c48p c48 c64 c64@64", "c8p c8"]
+    cmd = [sys.executable, str(BENCHMARKS / "arch_speed.py"), *specs, "--rounds", "2"]
+    cmd += ["--images", "64", "--data", str(reproduced_repo / "data" / "prepared")]
+    rows = table_rows(run(cmd, cwd=ROOT, env=ENV).stdout)
+
+    assert [r["network"] for r in rows] == [f"`{spec}`" for spec in specs]
+    # The spec language builds the default network: its parameters and multiply-adds.
+    assert rows[0]["parameters"] == parameters("default") == rows[1]["parameters"]
+    assert [r["forward MMACs"] for r in rows[:2]] == ["10.50", "6.10"]
+    assert rows[0]["× the first, per round"] == "1.00 (1.00-1.00)"
+    for row in rows:
+        assert float(row["images/s (median)"].replace(",", "")) > 0
 
 
 @pytest.mark.slow

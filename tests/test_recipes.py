@@ -9,7 +9,13 @@ import yaml
 
 from fmnist.errors import ParamsError
 from fmnist.params import with_overrides
-from fmnist.tools.recipe import load_recipes, recipe_params, set_arguments
+from fmnist.tools.recipe import (
+    load_recipes,
+    parse_set_options,
+    recipe_params,
+    recipe_with_sets,
+    set_arguments,
+)
 from helpers import ROOT
 
 RECIPES = load_recipes(ROOT / "recipes.yaml")
@@ -20,6 +26,27 @@ BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 def test_every_recipe_is_valid_params(name):
     params = recipe_params(name, RECIPES, BASE)
     assert params.model.arch == RECIPES[name].get("model.arch", BASE["model"]["arch"])
+
+
+def test_set_options_read_as_dvc_exp_run_reads_them_and_round_trip():
+    overrides = {"model.filters": [16, 48, 64], "train.augment.fill_mode": "nearest"}
+    assert parse_set_options(set_arguments(overrides)[1::2]) == overrides
+    parsed = parse_set_options(["train.epochs=15", "train.learning_rate=1e-3", "x.y=a=b"])
+    assert parsed == {"train.epochs": 15, "train.learning_rate": "1e-3", "x.y": "a=b"}
+    with pytest.raises(ParamsError, match="-S 'train.epochs': expected KEY=VALUE"):
+        parse_set_options(["train.epochs"])
+
+
+def test_sets_go_on_top_of_the_recipe_on_top_of_params_yaml(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = recipe_with_sets("notebook", ["train.epochs=3", "train.learning_rate=1e-3"])
+    assert (params.model.arch, params.train.epochs) == ("gap_cnn", 3)  # the recipe, then -S
+    assert params.train.learning_rate == 0.001
+    assert params.evaluate.batch_size == BASE["evaluate"]["batch_size"]  # params.yaml
+    with pytest.raises(ParamsError, match="no recipe 'fast'; recipes: default, notebook"):
+        recipe_with_sets("fast", [])
+    with pytest.raises(ParamsError, match="'train.epoch' is not a key"):
+        recipe_with_sets("default", ["train.epoch=3"])
 
 
 def test_the_default_recipe_is_params_yaml_as_it_is():

@@ -50,6 +50,28 @@ def add_set_option(parser: argparse.ArgumentParser, on_top_of: str) -> None:
     )
 
 
+def parse_set_options(items: list[str]) -> dict:
+    """`-S KEY=VALUE` options (`args.set`) as {dotted key: value}, each value read as YAML,
+    as `dvc exp run -S` reads it."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"-S {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(text) if text else ""
+    return overrides
+
+
+def recipe_with_sets(name: str, sets: list[str]) -> Params:
+    """The validated params of recipe `name` on top of params.yaml, with the `-S KEY=VALUE`
+    options `sets` on top of both, as `dvc exp run $(fmnist recipe NAME) -S ...` runs them
+    (from the repository root)."""
+    recipes = load_recipes()
+    if name in recipes:
+        recipes[name] = {**recipes[name], **parse_set_options(sets)}
+    return recipe_params(name, recipes, yaml.safe_load(Path("params.yaml").read_text()))
+
+
 def set_arguments(overrides: dict) -> list[str]:
     """The `-S key=value` arguments of `dvc exp run` for `overrides` (values as JSON/YAML)."""
     args = []

@@ -1,0 +1,119 @@
+"""Training speed of candidate networks, side by side in one process, rounds alternated.
+
+Each candidate is a layer spec: `cN` a 3x3 convolution with N filters, no bias, then the fused
+BatchNorm and ReLU training uses (`architectures.FusedBatchNormalization`); `p` a 2x2 max
+pooling; `cNp` the convolution, the pooling, then BatchNorm and ReLU on the smaller map. The
+head is always global average pooling and the softmax classifier. Every candidate trains on
+the same images through the training input pipeline (augmentation as params.yaml sets it),
+compiled as training compiles it, at the batch size given with `@B` (default 128):
+
+    python3 benchmarks/arch_speed.py "c16 c16 p c48 c48 p c64 c64" "c16 p c48 c48 p c64 c64"
+    python3 benchmarks/arch_speed.py "c16 c16 p c48 c48 p c64 c64@256" --rounds 5
+
+Prints parameters, forward multiply-adds, images/s (median of the rounds) and the ratio to
+the first candidate per round (median and range), by the wall clock and per CPU second of this
+process (all its threads): ratios taken minutes apart in one process hold on a shared machine
+where absolute figures do not, and the CPU seconds count the work when other processes take
+turns on the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import machine  # first: TensorFlow starts with the stages' oneDNN setting
+
+# isort: split
+import keras
+import tensorflow as tf
+from keras import layers
+
+from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES, load_split
+from fmnist.model.architectures import FusedBatchNormalization
+from fmnist.params import load_params
+from fmnist.stages import train
+from fmnist.training import device, inputs
+
+
+def network(spec: str) -> keras.Model:
+    """The network a layer spec describes (see the module docstring)."""
+    body = []
+    for token in spec.split():
+        if token == "p":
+            body.append(layers.MaxPooling2D(2))
+        elif token.startswith("c"):
+            pooled = token.endswith("p")  # pooling between the convolution and its BatchNorm
+            body += [
+                layers.Conv2D(int(token[1:].rstrip("p")), 3, padding="same", use_bias=False),
+                *([layers.MaxPooling2D(2)] if pooled else []),
+                FusedBatchNormalization(),
+                layers.ReLU(),
+            ]
+        else:
+            raise SystemExit(f"{spec!r}: unknown layer {token!r} (cN, cNp or p)")
+    return keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE),
+            *body,
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32"),
+        ]
+    )
+
+
+def ratio_cell(rates: list[float], first: list[float]) -> str:
+    """The per-round ratios of `rates` to `first`: "median (min-max)"."""
+    ratios = [a / b for a, b in zip(rates, first)]
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("specs", nargs="+", help='layer specs, e.g. "c16 p c32 p c64@256"')
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=12_800, help="training images per round")
+    parser.add_argument("--data", type=Path, default=Path("data/prepared"))
+    args = parser.parse_args()
+    params = load_params()
+    device.setup(params.train)
+    images, labels = load_split(args.data / "train.npz")
+    images, labels = images[: args.images], labels[: args.images]
+    runs = {}
+    for spec in args.specs:
+        text, _, batch = spec.partition("@")
+        batch = int(batch or 128)
+        model = network(text)
+        steps = inputs.steps_per_epoch(len(labels), batch)
+        train.compile_model(model, params.train, steps)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        ds = inputs.training_dataset(images, labels, batch, 0, epoch, params.train.augment)
+        model.fit(ds, epochs=1, verbose=0)  # trace and warm up
+        runs[spec] = (model, ds, [], [])
+    print(f"machine: {machine.describe()}")
+    for r in range(args.rounds):
+        for model, ds, rates, cpu_rates in runs.values():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            model.fit(ds, epochs=1, verbose=0)
+            rates.append(len(labels) / (time.perf_counter() - start))
+            cpu_rates.append(len(labels) / (time.process_time() - cpu_start))
+        print(f"round {r + 1}: " + ", ".join(f"{runs[s][2][-1]:,.0f}" for s in runs))
+    first, cpu_first = runs[args.specs[0]][2:]
+    print(
+        "\n| network | parameters | forward MMACs | images/s (median) | × the first, per round "
+        "| images per CPU second (median) | × the first, per round |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for spec, (model, _, rates, cpu_rates) in runs.items():
+        print(
+            f"| `{spec}` | {model.count_params():,} | {machine.forward_flops(model) / 2e6:.2f} | "
+            f"{statistics.median(rates):,.0f} | {ratio_cell(rates, first)} | "
+            f"{statistics.median(cpu_rates):,.0f} | {ratio_cell(cpu_rates, cpu_first)} |"
+        )
+    print(f"\nspeed probe after: {machine.speed_probe():.2f} s")
+
+
+if __name__ == "__main__":
+    main()
