@@ -30,7 +30,7 @@ import yaml
 import machine
 from fmnist import git
 from fmnist.tools import lineage, tune
-from fmnist.tools.recipe import add_set_option, set_arguments
+from fmnist.tools.recipe import add_set_option, parse_set_options, set_arguments
 
 
 def trial_rows(study: optuna.Study, config: tune.TuneConfig) -> list[str]:
@@ -133,7 +133,7 @@ def main() -> None:
     study = optuna.load_study(study_name=name, storage=args.storage)
     print(f"\nmachine: {machine.describe()}\n")
     print(f"study {name}: objective {config.metric} ({config.direction}); "
-          f"fixed: {json.dumps({**config.fixed, **tune.parse_sets(args.set)})}\n")  # fmt: skip
+          f"fixed: {json.dumps({**config.fixed, **parse_set_options(args.set)})}\n")  # fmt: skip
     print("\n".join(trial_rows(study, config)))
     done = [t for t in study.trials if t.value is not None]
     baseline = [t for t in done if t.user_attrs.get("baseline")]

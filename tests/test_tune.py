@@ -25,7 +25,9 @@ import pytest
 import yaml
 
 import helpers
+from fmnist.errors import ParamsError
 from fmnist.tools import tune
+from fmnist.tools.recipe import parse_set_options
 from helpers import dvc, git
 
 BASE = yaml.safe_load((helpers.ROOT / "params.yaml").read_text())
@@ -229,13 +231,14 @@ def test_a_killed_runs_trial_is_failed_then_run_again_once_at_its_point():
 
 
 def test_set_options_are_read_as_yaml_like_dvc_does():
-    assert tune.parse_sets(["train.epochs=3", "model.filters=[8,16,32]", "train.init_from="]) == {
+    # fmnist tune reads its -S options as the recipes and benchmarks do.
+    assert parse_set_options(["train.epochs=3", "model.filters=[8,16,32]", "train.init_from="]) == {
         "train.epochs": 3,
         "model.filters": [8, 16, 32],
         "train.init_from": "",
     }
-    with pytest.raises(tune.TuneError, match="KEY=VALUE"):
-        tune.parse_sets(["train.epochs"])
+    with pytest.raises(ParamsError, match="KEY=VALUE"):
+        parse_set_options(["train.epochs"])
 
 
 def test_passwords_stay_out_of_messages():

@@ -40,7 +40,7 @@ from fmnist import atomic, git
 from fmnist.errors import ParamsError, PipelineError, report_errors
 from fmnist.params import params_from_dict, with_overrides
 from fmnist.tools import registry
-from fmnist.tools.recipe import add_set_option, set_arguments
+from fmnist.tools.recipe import add_set_option, parse_set_options, set_arguments
 
 CONFIG_FILE = "tune.yaml"
 OUT_DIR = Path("tune")
@@ -319,17 +319,6 @@ def lookup(tree: Any, dotted: str) -> Any:
 def experiment_name(study: str, number: int) -> str:
     """The DVC experiment of trial `number`: `STUDY-t007`."""
     return f"{study}-t{number:03d}"
-
-
-def parse_sets(items: list[str]) -> dict:
-    """`-S key=value` options as a mapping, values read as YAML (as `dvc exp run -S` does)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise TuneError(f"-S {item!r}: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value) if value else ""
-    return out
 
 
 def pin_init_from(fixed: dict, base: dict, repo: Path) -> dict:
@@ -900,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         raise TuneError(f"--study {config.study!r}: use letters, digits, '-' and '_'")
     if config.trials < 1 or config.minutes < 0 or args.jobs < 1:
         raise TuneError("--trials and --jobs must be >= 1, --minutes >= 0")
-    sets = parse_sets(args.set)
+    sets = parse_set_options(args.set)
     if set(sets) & {d.key for d in config.space}:
         raise TuneError("-S sets a key that the space searches")
     config = dataclasses.replace(config, fixed={**config.fixed, **sets})
