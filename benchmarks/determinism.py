@@ -27,7 +27,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
 from tabulate import tabulate
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
@@ -75,16 +74,14 @@ def worker(args: argparse.Namespace) -> None:
     from fmnist import environment
     from fmnist.dataset import load_split
     from fmnist.model import saving
-    from fmnist.params import load_params, params_from_dict, params_to_dict, with_overrides
     from fmnist.stages import train
+    from fmnist.tools.recipe import recipe_with_sets
     from fmnist.training import device
 
-    sets = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
-    sets["train.precision"] = args.precision
-    params = params_from_dict(with_overrides(params_to_dict(load_params("params.yaml")), sets))
+    sets = [*args.set, f"train.precision={args.precision}", f"train.epochs={args.epochs}"]
+    params = recipe_with_sets("default", sets)
     images, labels = load_split(args.data / "train.npz")
     val_images, val_labels = load_split(args.data / "val.npz")
-    params = params_from_dict(with_overrides(params_to_dict(params), {"train.epochs": args.epochs}))
     runtime = device.setup(params.train)
     model, _ = train.train(
         params,
