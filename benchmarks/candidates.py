@@ -28,39 +28,27 @@ import machine  # first: TensorFlow starts with the stages' oneDNN setting
 
 # isort: split
 import keras
-import numpy as np
 
 import curves
-from fmnist.dataset import IMAGE_SHAPE, load_split
-from fmnist.model import saving, tta
-from fmnist.params import ModelParams
+import inference
+from fmnist.dataset import load_split
+from fmnist.model import tta
 from fmnist.stages import train
 from fmnist.tools.recipe import add_set_option, recipe_with_sets
-from fmnist.training import device, inputs
+from fmnist.training import device
 
 # The test-time view sets scored at the end: their indices in `fmnist.model.tta`'s ten views
 # (the image, moved right, left, down, up; then the same of its mirror).
 VIEW_SETS = {"1 view": [0], "mirror": [0, 5], "shifts": [0, 1, 2, 3, 4], "10 views": [*range(10)]}
 
 
-def view_probabilities(network: keras.Model) -> keras.Model:
-    """A model that returns `network`'s probabilities for each of the shipped model's ten
-    views (`tta.test_time_views`): a list of ten (B, 10) arrays."""
-    network = saving.for_inference(network, ModelParams(tta_flip=False, tta_shift=0))
-    images = keras.Input(shape=IMAGE_SHAPE)
-    views = tta.test_time_views(images, ModelParams(tta_flip=True, tta_shift=1))
-    return keras.Model(images, [network(view) for view in views])
-
-
 def score_views(network: keras.Model, splits: dict) -> dict:
     """Accuracy of the trained network on each split with each set of test-time views."""
-    each = view_probabilities(network)
     out = {}
     for split, (pixels, labels) in splits.items():
-        probs = np.stack(each.predict(inputs.preprocess(pixels), batch_size=1000, verbose=0))
+        probs = inference.view_probabilities(network, pixels, shift=1)  # (10, N, 10)
         for name, picked in VIEW_SETS.items():
-            predicted = probs[picked].mean(axis=0).argmax(axis=1)
-            out[f"{split} {name}"] = float((predicted == labels).mean())
+            out[f"{split} {name}"] = inference.accuracy(probs, labels, picked)
     return out
 
 

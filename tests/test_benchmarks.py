@@ -149,13 +149,14 @@ def test_candidates_benchmark_logs_a_runs_curve_and_view_scores_and_reports_them
 def test_candidates_benchmark_scores_the_views_the_shipped_model_averages(tmp_path):
     """Each view set's score is the shipped model's with that set (`model.tta_*`)."""
     check = """
-import numpy as np, candidates
+import numpy as np, candidates, inference
 from fmnist.model import architectures, saving
 from fmnist.params import ModelParams
 from fmnist.training import inputs
-x = inputs.preprocess(np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
+pixels = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+x = inputs.preprocess(pixels)
 net = architectures.build(ModelParams(filters=(4, 6, 8)))
-probs = np.stack(candidates.view_probabilities(net).predict(x, verbose=0))
+probs = inference.view_probabilities(net, pixels, shift=1)
 for name, flip, shift in [("1 view", 0, 0), ("mirror", 1, 0), ("shifts", 0, 1), ("10 views", 1, 1)]:
     shipped = saving.for_inference(net, ModelParams(filters=(4, 6, 8), tta_flip=bool(flip),
                                                     tta_shift=shift))
