@@ -111,6 +111,8 @@ def main() -> None:
     add_set_option(parser, on_top_of="the recipe")
     args = parser.parse_args()
     if args.report:
+        if not args.log.is_file():
+            raise SystemExit(f"{args.log}: no such log; name one with --log (runs append to it)")
         runs = [json.loads(line) for line in args.log.read_text().splitlines() if line.strip()]
         return report(runs, args.plot)
     if not args.name:

@@ -145,6 +145,17 @@ def test_candidates_benchmark_logs_a_runs_curve_and_view_scores_and_reports_them
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_candidates_report_of_a_missing_log_is_one_line(tmp_path):
+    missing = tmp_path / "none.jsonl"
+    cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "--report", "--log", str(missing)]
+    proc = run(cmd, cwd=ROOT, env=ENV, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"{missing}: no such log; name one with --log (runs append to it)"
+    )
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_candidates_benchmark_scores_the_views_the_shipped_model_averages(tmp_path):
     """Each view set's score is the shipped model's with that set (`model.tta_*`)."""
