@@ -156,6 +156,31 @@ def test_candidates_report_of_a_missing_log_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_stage_seconds_outside_a_reproduced_workspace_is_one_line(tmp_path):
+    proc = run([sys.executable, str(BENCHMARKS / "stage_seconds.py")], cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "params.yaml, data/prepared, models/model.keras, metrics: missing here; "
+        "run `dvc repro` (or `dvc pull`) first"
+    ]
+
+
+def test_stage_seconds_names_the_stage_that_failed_and_why(tmp_path):
+    (tmp_path / "src").symlink_to(ROOT / "src")
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: many\n")
+    for directory in ("data/prepared", "metrics"):
+        (tmp_path / directory).mkdir(parents=True)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/model.keras").write_bytes(b"")
+    cmd = [sys.executable, str(BENCHMARKS / "stage_seconds.py"), "--rounds", "1"]
+    proc = run(cmd, cwd=tmp_path, env=ENV, check=False)
+    assert proc.returncode == 1
+    *message, last = proc.stderr.strip().splitlines()
+    assert last == "evaluate failed with the code of . (its message is above)"
+    assert "params.yaml" in "\n".join(message) and "train.epochs" in "\n".join(message)
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_candidates_benchmark_scores_the_views_the_shipped_model_averages(tmp_path):
     """Each view set's score is the shipped model's with that set (`model.tta_*`)."""

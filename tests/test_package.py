@@ -19,7 +19,7 @@ from fmnist.dataset import CLASS_NAMES, load_split
 from fmnist.errors import PipelineError
 from fmnist.model import architectures, tta
 from fmnist.params import ModelParams, params_from_dict, params_to_dict
-from fmnist.serving import card, preprocess, signatures, synthetic
+from fmnist.serving import card, ood, preprocess, signatures, synthetic
 from fmnist.training import inputs
 
 SAVED_MODEL_CLI = shutil.which("saved_model_cli") or ""
@@ -127,6 +127,20 @@ def test_features_are_each_stage_averaged_and_the_dense_network_its_penultimate(
         architectures.build(ModelParams(arch="dense", dense_units=12)), SINGLE
     )
     assert dense.output[1].shape[-1] == 12
+
+
+def test_features_of_answers_every_image_as_the_model_does_across_batches(tiny_data):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    single = signatures.with_features(architectures.build(helpers.SERVED_PARAMS), SINGLE)
+    images = tiny_data["test"][0][:23]  # batches of 5: the last one short
+    probs, features = signatures.features_of(single, images, batch_size=5)
+    x = inputs.preprocess(images)
+    want_probs, want_features = single(x, training=False)
+    np.testing.assert_allclose(probs, want_probs, atol=1e-6)
+    np.testing.assert_allclose(features[:, :-1], want_features, atol=1e-5)
+    np.testing.assert_array_equal(features[:, -1], ood.extent(x).numpy())
 
 
 def test_check_saved_model_refuses_a_savedmodel_of_another_model(exported, tiny_data):

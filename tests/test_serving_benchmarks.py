@@ -72,3 +72,19 @@ def test_product_photos_are_answered_three_ways(reproduced_repo):
     assert [row["images"] for row in rows] == ["30"] * 4
     assert "0 refused" in proc.stdout
     assert "agree on 100.00% of the photos" in proc.stdout
+
+
+def test_stage_seconds_times_evaluate_and_package_of_a_revision(reproduced_repo):
+    status = run(["git", "status", "--porcelain"], cwd=reproduced_repo).stdout
+    cmd = [sys.executable, str(BENCHMARKS / "stage_seconds.py"), "HEAD", "--rounds", "1"]
+    proc = run(cmd, cwd=reproduced_repo, env=ENV)
+    (rows,) = tables(proc.stdout)
+    assert [(row["stage"], row["revision"]) for row in rows] == [
+        ("evaluate", "HEAD"),
+        ("package", "HEAD"),
+        ("both", "HEAD"),
+    ]
+    assert all(float(row["median s"]) > 0 for row in rows)
+    assert all(row["speed-up over the first"] == "1.00×" for row in rows)
+    # The stages wrote into a scratch copy: the shared repository is as it was.
+    assert run(["git", "status", "--porcelain"], cwd=reproduced_repo).stdout == status

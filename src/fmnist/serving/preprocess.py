@@ -100,10 +100,11 @@ def _webp_size(head: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 def _size_outcome(width: tf.Tensor, height: tf.Tensor) -> tf.Tensor:
     """OK, TOO_SMALL or TOO_LARGE for each (width, height)."""
+    # A side alone over the limit counts first: two sides of 3 billion (a PNG header can say
+    # up to 2^32 - 1) overflow the int64 product, which then passes as small.
+    too_large = (tf.maximum(width, height) > MAX_PIXELS) | (width * height > MAX_PIXELS)
     return tf.where(
-        tf.minimum(width, height) < MIN_SIDE,
-        TOO_SMALL,
-        tf.where(width * height > MAX_PIXELS, TOO_LARGE, OK),
+        tf.minimum(width, height) < MIN_SIDE, TOO_SMALL, tf.where(too_large, TOO_LARGE, OK)
     )
 
 

@@ -141,13 +141,11 @@ def features_of(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (N, 10), out-of-distribution features (N, F + 1)) of uint8 images
     (N, 28, 28) under a model made by `with_features`."""
-    probs, features = [], []
-    for start in range(0, len(images), batch_size):
-        x = inputs.preprocess(images[start : start + batch_size])
-        p, f = model(x, training=False)
-        probs.append(np.asarray(p))
-        features.append(ood_features(f, x).numpy())
-    return np.concatenate(probs), np.concatenate(features)
+    x = inputs.preprocess(images)
+    # `predict` traces the model once and keeps the graph on it; calling the model batch by
+    # batch runs it eagerly, slower for the same results (docs/measurements.md).
+    probs, features = model.predict(x, batch_size=batch_size, verbose=0)
+    return np.asarray(probs), ood_features(features, x).numpy()
 
 
 def _answers(

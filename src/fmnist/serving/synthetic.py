@@ -44,7 +44,9 @@ def product_photo(image: np.ndarray, rng: np.random.Generator) -> bytes:
     canvas.paste(photo, corner)
     out = io.BytesIO()
     if rng.random() < 0.5:
-        canvas.save(out, format="PNG")
+        # The fastest level: PNG is lossless, so the pixels are the same at any level and only
+        # the file's size changes (docs/measurements.md).
+        canvas.save(out, format="PNG", compress_level=1)
     else:
         canvas.save(out, format="JPEG", quality=int(rng.integers(80, 96)))
     return out.getvalue()
