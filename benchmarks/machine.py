@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import time
 
-# First, so that TensorFlow starts with the process settings the stages run with.
+# First, so that TensorFlow starts with the process settings the stages run with, and its
+# start-up lines are held back as the stages hold them back.
 from fmnist import launch
 
-launch.configure()
+launch.load("tensorflow")
 
 # isort: split
 import keras  # noqa: E402
