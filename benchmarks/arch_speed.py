@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import tensorflow as tf
 from keras import layers
 
 from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES, load_split
+from fmnist.errors import report_errors
 from fmnist.model.architectures import FusedBatchNormalization
 from fmnist.params import load_params
 from fmnist.stages import train
@@ -70,6 +72,7 @@ def ratio_cell(rates: list[float], first: list[float]) -> str:
     return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="+", help='layer specs, e.g. "c16 p c32 p c64@256"')
@@ -116,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

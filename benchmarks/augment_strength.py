@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import machine  # first: TensorFlow starts with the stages' oneDNN setting
@@ -29,6 +30,7 @@ import tensorflow as tf
 from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
 from fmnist.dataset import load_split
+from fmnist.errors import report_errors
 from fmnist.model import saving, tta
 from fmnist.params import AugmentParams, load_params, params_to_dict
 from fmnist.tools.recipe import load_recipes, recipe_params
@@ -70,6 +72,7 @@ def image_data_generator(x: np.ndarray, p: AugmentParams, draw: int) -> np.ndarr
     return np.stack([generator.random_transform(image) for image in x])
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, nargs="?", default=Path("models/model.keras"))
@@ -111,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

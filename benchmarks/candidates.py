@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import keras
 import curves
 import inference
 from fmnist.dataset import load_split
+from fmnist.errors import report_errors
 from fmnist.model import tta
 from fmnist.stages import train
 from fmnist.tools.recipe import add_set_option, recipe_with_sets
@@ -98,6 +100,7 @@ class EpochClock(keras.callbacks.Callback):
         self.val_accuracy.append(float((logs or {}).get("val_accuracy", float("nan"))))
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="a label for the run in the log")
@@ -147,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from fmnist.errors import report_errors
+
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 ISA = "ONEDNN_MAX_CPU_ISA"
 # name -> (train.precision, environment, cores or None for all).
@@ -65,10 +67,11 @@ def parse_args() -> argparse.Namespace:
 
 def worker(args: argparse.Namespace) -> None:
     """Train once in this process's setting; print the hashes and the setting seen, as JSON."""
-    # The stages' process settings first, as `python -m fmnist.stages` applies them.
+    # The stages' process settings first, and TensorFlow's start-up lines held back, as
+    # `python -m fmnist.stages` does.
     from fmnist import launch
 
-    launch.configure()
+    launch.load("tensorflow")
     import numpy as np
 
     from fmnist import environment
@@ -112,9 +115,11 @@ def run(args: argparse.Namespace, setting: str, scratch: Path) -> dict:
         command = ["taskset", "-c", ",".join(map(str, range(cores))), *command]
     environ = {**os.environ, **env}
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, ["src", environ.get("PYTHONPATH")]))
-    # The worker's TensorFlow chatter is shown only if it fails.
     proc = subprocess.run(command, env=environ, capture_output=True, text=True)
     if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        if lines and lines[-1].startswith("error: "):  # the worker's one line: say it once
+            raise SystemExit(f"{lines[-1]} (in the {setting!r} run)")
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"error: the {setting!r} run failed (its output is above)")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -123,6 +128,7 @@ def run(args: argparse.Namespace, setting: str, scratch: Path) -> dict:
     return result
 
 
+@report_errors
 def main() -> None:
     args = parse_args()
     if args.worker:
@@ -173,4 +179,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,6 +16,7 @@ test column only reports. It writes the student as a `.keras` file (plain Keras 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist.dataset import load_split
+from fmnist.errors import report_errors
 from fmnist.model import saving, tta
 from fmnist.params import load_params
 from fmnist.training import inputs
@@ -90,6 +92,7 @@ def accuracy(model: keras.Model, split: tuple[np.ndarray, np.ndarray]) -> float:
     return float((probs.argmax(axis=1) == split[1]).mean())
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
@@ -139,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

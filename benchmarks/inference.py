@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist.dataset import IMAGE_SHAPE, NUM_CLASSES, load_split
+from fmnist.errors import report_errors
 from fmnist.model import saving, tta
 from fmnist.params import ModelParams, load_params
 from fmnist.serving import ood, signatures, synthetic
@@ -193,6 +194,7 @@ def speeds(spec_file: Path, args: argparse.Namespace) -> dict[str, dict[str, dic
     return out
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/model.keras"))
@@ -270,4 +272,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

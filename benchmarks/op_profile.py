@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 import throughput
 from fmnist.dataset import load_split
+from fmnist.errors import report_errors
 from fmnist.training import device
 
 TOP = 15  # rows of each table
@@ -62,6 +64,7 @@ def table(title: str, rows: collections.Counter, total: float) -> None:
         print(f"| {name} | {ms:,.1f} | {100 * ms / total:.1f} |")
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     throughput.add_training_arguments(parser, recipe="default")
@@ -91,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

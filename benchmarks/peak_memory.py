@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from fmnist import dvcfiles
+from fmnist.errors import report_errors
 
 # Runs one command and reports the peak RSS of its largest process (Linux: ru_maxrss in KiB).
 _PARENT = """
@@ -43,6 +44,7 @@ def measure(command: str, cwd: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@report_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stages", nargs="*", help="stages to measure (default: all)")

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fmnist.dataset import CLASS_NAMES, load_split
+from fmnist.errors import report_errors
 from fmnist.serving import signatures, synthetic
 from fmnist.tools import examples
 
@@ -42,6 +43,7 @@ def row(name: str, ids: np.ndarray, flags: np.ndarray, labels: np.ndarray) -> st
     return f"| {name} | {(ids == labels).mean():.2%} | {flags.mean():.2%} | {len(ids)} |"
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package", type=Path, nargs="?", default=Path("models/package"))
@@ -90,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

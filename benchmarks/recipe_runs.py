@@ -41,6 +41,7 @@ import yaml
 
 import curves
 import machine
+from fmnist.errors import report_errors
 from fmnist.tools.recipe import add_set_option, load_recipes, set_arguments
 from fmnist.training import history
 
@@ -178,6 +179,7 @@ def plot(runs: list[Run], path: Path) -> None:
     print(f"time-to-accuracy curves: {path}")
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="+", help="recipes to run (see `fmnist recipe`)")

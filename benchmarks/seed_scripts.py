@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 
 import machine  # first: TensorFlow starts with the stages' oneDNN setting
@@ -38,6 +39,7 @@ from keras import layers
 import throughput
 from augment_strength import keras_generator
 from fmnist.dataset import IMAGE_SHAPE, load_split
+from fmnist.errors import report_errors
 from fmnist.model import architectures, saving
 from fmnist.params import AugmentParams, Params
 from fmnist.stages import train
@@ -116,6 +118,7 @@ def run(params: Params, data, train_size: int | None, augmentation: str) -> dict
     }
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     throughput.add_training_arguments(parser, recipe="writeup", images=None)
@@ -155,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

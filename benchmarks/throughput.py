@@ -52,6 +52,7 @@ import numpy as np
 
 from fmnist import launch
 from fmnist.dataset import IMAGE_SHAPE, load_split
+from fmnist.errors import report_errors
 from fmnist.model import architectures, saving
 from fmnist.params import (
     ModelParams,
@@ -223,6 +224,7 @@ def tensorflows_own_onednn_setting() -> str:
     return "on" if out.stdout.split()[-1] == "True" else "off"
 
 
+@report_errors
 def main() -> None:
     args = parse_args()
     if args.worker:
@@ -296,4 +298,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,11 +10,13 @@ setting by its validation accuracy; the test column is for reporting, not for ch
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import machine
 from fmnist.dataset import load_split
+from fmnist.errors import report_errors
 from fmnist.model import saving, tta
 from fmnist.params import ModelParams
 from fmnist.stages import evaluate
@@ -26,6 +28,7 @@ def setting(text: str) -> tuple[bool, int]:
     return bool(int(flip)), int(shift)
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, nargs="?", default=Path("models/model.keras"))
@@ -62,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

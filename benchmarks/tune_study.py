@@ -29,6 +29,7 @@ import yaml
 
 import machine
 from fmnist import git
+from fmnist.errors import report_errors
 from fmnist.tools import lineage, tune
 from fmnist.tools.recipe import add_set_option, parse_set_options, set_arguments
 
@@ -100,6 +101,7 @@ def committed_run() -> dict:
     )
 
 
+@report_errors
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=tune.CONFIG_FILE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import sys
 
@@ -157,6 +158,52 @@ def test_candidates_report_of_a_missing_log_is_one_line(tmp_path, monkeypatch):
     assert proc.stderr.strip().splitlines() == [
         f"{missing}: no such log; name one with --log (runs append to it)"
     ]
+
+
+# Each benchmark that reads params, recipes, the pipeline, prepared data or a model, with the first
+# arguments it needs, and what it reports missing when run outside a reproduced workspace.
+MISSING = {
+    "arch_speed.py c16": "params.yaml: file not found",
+    "augment_strength.py": "params.yaml: file not found",
+    "candidates.py run": "recipes.yaml: file not found",
+    "determinism.py --settings 'float32, oneDNN on'": "recipes.yaml: file not found",
+    "distill.py": "params.yaml: file not found",
+    "inference.py": "params.yaml: file not found",
+    "op_profile.py": "recipes.yaml: file not found",
+    "peak_memory.py": "dvc.yaml: cannot read it",
+    "product_photos.py": "data/prepared/test.npz: missing; run `dvc repro prepare`",
+    "recipe_runs.py quick": "recipes.yaml: file not found",
+    "seed_scripts.py": "recipes.yaml: file not found",
+    "throughput.py": "recipes.yaml: file not found",
+    "tta.py": "models/model.keras: no model there; run `dvc repro train`",
+    "tune_study.py": "tune.yaml: not found",
+}
+
+
+@pytest.mark.parametrize("command", MISSING)
+def test_a_benchmark_outside_a_reproduced_workspace_says_what_is_missing_in_one_line(
+    command, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("FMNIST_VERBOSE", raising=False)
+    script, *args = shlex.split(command)
+    cmd = [sys.executable, str(BENCHMARKS / script), *args]
+    proc = run(cmd, cwd=tmp_path, env=ENV, check=False)
+    assert proc.returncode == 1, proc.stderr
+    *progress, line = proc.stderr.strip().splitlines()
+    # determinism.py names each run as it starts it; nothing else comes before the error.
+    assert progress == (["float32, oneDNN on: run 1 of 2"] if script == "determinism.py" else [])
+    assert line.startswith("error: ") and MISSING[command] in line
+
+
+def test_candidates_with_a_params_key_that_does_not_exist_is_one_line(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("FMNIST_VERBOSE", raising=False)
+    cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "run", "-S", "train.epoch=5"]
+    proc = run(cmd, cwd=ROOT, env=ENV, check=False)
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "'train.epoch' is not a key of params.yaml" in line
 
 
 def test_stage_seconds_outside_a_reproduced_workspace_is_one_line(tmp_path):
