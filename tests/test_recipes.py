@@ -16,6 +16,7 @@ from fmnist.tools.recipe import (
     recipe_with_sets,
     set_arguments,
 )
+from fmnist.tools.recipe import main as recipe_main
 from helpers import ROOT
 
 RECIPES = load_recipes(ROOT / "recipes.yaml")
@@ -47,6 +48,23 @@ def test_sets_go_on_top_of_the_recipe_on_top_of_params_yaml(monkeypatch):
         recipe_with_sets("fast", [])
     with pytest.raises(ParamsError, match="'train.epoch' is not a key"):
         recipe_with_sets("default", ["train.epoch=3"])
+
+
+@pytest.mark.parametrize(
+    ("params_text", "problem"),
+    [(None, "params.yaml: file not found"), ("train: [\n", "params.yaml: not valid YAML")],
+)
+def test_a_missing_or_malformed_params_yaml_is_a_params_error(
+    params_text, problem, tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "recipes.yaml").write_text((ROOT / "recipes.yaml").read_text())
+    if params_text is not None:
+        (tmp_path / "params.yaml").write_text(params_text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError, match=problem):
+        recipe_with_sets("quick", [])
+    assert recipe_main(["quick"]) == 1
+    assert problem in capsys.readouterr().err
 
 
 def test_the_default_recipe_is_params_yaml_as_it_is():

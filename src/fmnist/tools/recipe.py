@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from fmnist.errors import ParamsError, report_errors
-from fmnist.params import Params, params_from_dict, with_overrides
+from fmnist.params import Params, load_params, params_from_dict, params_to_dict, with_overrides
 
 
 def load_recipes(path: str | Path = "recipes.yaml") -> dict[str, dict]:
@@ -69,7 +69,8 @@ def recipe_with_sets(name: str, sets: list[str]) -> Params:
     recipes = load_recipes()
     if name in recipes:
         recipes[name] = {**recipes[name], **parse_set_options(sets)}
-    return recipe_params(name, recipes, yaml.safe_load(Path("params.yaml").read_text()))
+    # load_params: a missing or malformed params.yaml is one ParamsError line, as in the stages.
+    return recipe_params(name, recipes, params_to_dict(load_params("params.yaml")))
 
 
 def set_arguments(overrides: dict) -> list[str]:
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name is None:
         print("\n".join(recipes))
         return 0
-    base = yaml.safe_load(Path(args.params).read_text())
+    base = params_to_dict(load_params(args.params))
     recipe_params(args.name, recipes, base)  # validate before printing anything
     print(" ".join(set_arguments(recipes[args.name])))
     return 0
