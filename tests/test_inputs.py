@@ -130,3 +130,31 @@ def test_pipelines_do_not_autotune_and_autotuning_would_not_change_the_batches(t
     assert inputs.dataset(images, labels, 16).options().autotune.enabled is False
     assert tuned.options().autotune.enabled is True
     assert all(np.array_equal(a, b) for a, b in zip(batches(fixed), batches(tuned)))
+
+
+def test_alternating_flips_show_each_image_both_ways_in_two_epochs(tiny_data):
+    images, _ = tiny_data["test"]
+    images = images[:40]
+    index = np.arange(len(images))  # labels that name each image
+    epoch = tf.Variable(0, dtype=tf.int64)
+    p = dataclasses.replace(NONE, horizontal_flip=True, alternate_flips=True)
+    originals = inputs.preprocess(images).numpy()
+
+    def mirrored_in(ds: tf.data.Dataset, e: int) -> np.ndarray:
+        epoch.assign(e)
+        out = np.zeros(len(images), bool)
+        for x, y in ds:
+            for image, i in zip(x.numpy(), y.numpy()):
+                mirrored = np.allclose(image, originals[i][:, ::-1], atol=1e-6)
+                assert mirrored or np.allclose(image, originals[i], atol=1e-6)
+                out[i] = mirrored
+        return out
+
+    ds = inputs.training_dataset(images, index, 16, 42, epoch, p)
+    first, second, third = mirrored_in(ds, 0), mirrored_in(ds, 1), mirrored_in(ds, 2)
+    assert 8 < first.sum() < 32  # a random half starts mirrored
+    assert np.array_equal(second, ~first) and np.array_equal(third, first)
+    # A coin toss per epoch would (almost surely) repeat some images' side.
+    coin = dataclasses.replace(p, alternate_flips=False)
+    ds = inputs.training_dataset(images, index, 16, 42, epoch, coin)
+    assert not np.array_equal(mirrored_in(ds, 1), ~mirrored_in(ds, 0))

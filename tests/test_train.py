@@ -120,6 +120,25 @@ def test_weight_decay_selects_adamw():
     assert type(model.optimizer) is keras.optimizers.Adam
 
 
+@pytest.mark.parametrize("decay_all", [True, False])
+def test_weight_decay_can_spare_batchnorm_and_biases(decay_all):
+    model = architectures.build(ModelParams())
+    p = TrainParams(weight_decay=0.1, learning_rate=0.5, decay_norms_and_biases=decay_all)
+    train.compile_model(model, p, 10)
+    weights = model.trainable_variables
+    for v in weights:  # non-zero everywhere, so that decay shows (offsets and biases start at 0)
+        v.assign(keras.ops.ones_like(v))
+    # Zero gradients: Adam's step is zero, so any change is the decay's.
+    model.optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in weights])
+    decayed = {name: [] for name in ("kernel", "gamma", "beta", "bias")}
+    for v in weights:
+        decayed[v.name].append(bool(np.all(np.array(v) < 1)))
+    assert all(decayed.values()), "the network has each kind of variable"
+    assert all(decayed["kernel"])
+    for name in ("gamma", "beta", "bias"):
+        assert decayed[name] == [decay_all] * len(decayed[name]), name
+
+
 def test_schedule_callbacks_follow_params():
     kinds = [type(c).__name__ for c in train.schedule_callbacks(NOTEBOOK)]
     assert kinds == ["EarlyStopping", "ReduceLROnPlateau"]

@@ -247,6 +247,10 @@ class AugmentParams:
     zoom: Number(ge=0, le=0.9) = 0.0
     """Maximum zoom in or out as a fraction (write-up: 0.15)."""
     horizontal_flip: Bool = True
+    alternate_flips: Bool = False
+    """With `horizontal_flip`: a random half of the images starts mirrored and each image
+    changes side every epoch (airbench's alternating flip), instead of a coin toss per image
+    and epoch. See docs/performance.md#time-to-accuracy."""
     vertical_flip: Bool = False
     """Upside-down images too (not in the write-up's table, but Keras' `RandomFlip()` flips
     both ways unless told "horizontal")."""
@@ -284,6 +288,9 @@ class TrainParams:
     """At most epochs - 1: a shorter run (`-S train.epochs=1`) warms up for all but its last."""
     weight_decay: Number(ge=0, le=1) = 0.005
     """Decoupled weight decay (AdamW) when > 0; the seeds use plain Adam."""
+    decay_norms_and_biases: Bool = True
+    """false: weight decay spares BatchNorm's scales and offsets and every bias, and shrinks
+    only the kernels."""
     label_smoothing: Number(ge=0, le=0.5) = 0.0
     """Cross-entropy against labels smoothed towards uniform: (1 - this) on the true class, the
     rest spread over all classes. 0: plain cross-entropy (the seeds)."""

@@ -92,6 +92,9 @@ def compile_model(
     rate = learning_rate(p, steps_per_epoch, replicas)
     if p.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=p.weight_decay)
+        if not p.decay_norms_and_biases:
+            # Keras matches these against each variable's own name, before the first step.
+            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     else:
         optimizer = keras.optimizers.Adam(learning_rate=rate)
     model.compile(

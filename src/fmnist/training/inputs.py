@@ -60,10 +60,13 @@ def _uniform(seed: tf.Tensor, salt: int, batch: tf.Tensor, bound: float) -> tf.T
     return tf.random.stateless_uniform([batch], seed=seed + [0, salt], minval=-bound, maxval=bound)
 
 
-def augment_batch(images: tf.Tensor, seed: tf.Tensor, p: AugmentParams) -> tf.Tensor:
+def augment_batch(
+    images: tf.Tensor, seed: tf.Tensor, p: AugmentParams, mirror: tf.Tensor | None = None
+) -> tf.Tensor:
     """Random flips, rotation, shear, zoom and shift as one affine warp, then random erasing.
 
-    images: (B, 28, 28, 1) float32; seed: (2,) int64. Same seed, same output.
+    images: (B, 28, 28, 1) float32; seed: (2,) int64. Same seed, same output. `mirror`: (B,)
+    bools that decide the horizontal flips instead of a coin toss (`alternate_flips`).
     """
     batch = tf.shape(images)[0]
     ones, zeros = tf.ones([batch]), tf.zeros([batch])
@@ -72,7 +75,12 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, p: AugmentParams) -> tf.Te
     zoom = 1.0 + _uniform(seed, 3, batch, p.zoom)
     shift = p.shift * IMAGE_SIZE
     dx, dy = _uniform(seed, 4, batch, shift), _uniform(seed, 5, batch, shift)
-    flip = tf.where(_uniform(seed, 6, batch, 1.0) < 0, -ones, ones) if p.horizontal_flip else ones
+    if not p.horizontal_flip:
+        flip = ones
+    elif mirror is not None:
+        flip = tf.where(mirror, -ones, ones)
+    else:
+        flip = tf.where(_uniform(seed, 6, batch, 1.0) < 0, -ones, ones)
     # The transform maps each output pixel back to the input pixel it samples:
     # input = M (output - centre) + centre - shift, with M = rotate · shear · (1/zoom) · flips.
     cos, sin = tf.cos(angle), tf.sin(angle)
@@ -139,6 +147,11 @@ def training_dataset(
     x, y = tf.constant(images), tf.constant(labels)
     n = len(labels)
     base = tf.constant([seed, 0], tf.int64)
+    mirrored_first = None
+    if augment is not None and augment.horizontal_flip and augment.alternate_flips:
+        # Alternating flips (airbench): a random half of the images starts mirrored and every
+        # image changes side each epoch, so any two epochs in a row show each image both ways.
+        mirrored_first = tf.random.stateless_uniform([n], seed=[seed + 2, 0]) < 0.5
 
     def epoch_order(_):
         e = epoch.read_value()
@@ -154,7 +167,11 @@ def training_dataset(
         batch = preprocess(tf.gather(x, idx))
         if augment is not None:
             # Seeds differ per batch and per epoch, never repeat across (e, i).
-            batch = augment_batch(batch, tf.stack([base[0] + 1, e * 1_000_003 + i]), augment)
+            mirror = None
+            if mirrored_first is not None:
+                mirror = tf.not_equal(tf.gather(mirrored_first, idx), e % 2 == 1)
+            batch_seed = tf.stack([base[0] + 1, e * 1_000_003 + i])
+            batch = augment_batch(batch, batch_seed, augment, mirror)
         return batch, tf.gather(y, idx)
 
     ds = tf.data.Dataset.range(1).flat_map(epoch_order)
