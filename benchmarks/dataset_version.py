@@ -31,6 +31,7 @@ import yaml
 
 from fmnist import dataset
 from fmnist import dataset_versions as versions
+from fmnist.errors import PipelineError
 from fmnist.params import DEBIAN_DATASET_DIR, with_overrides
 from fmnist.stages import fetch
 
@@ -101,9 +102,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the CSV rows' shuffle")
     parser.add_argument("--write-reference", action="store_true")
     args = parser.parse_args()
-    splits, fmt = fetch.read_dir(args.data)
+    try:
+        splits, fmt = fetch.read_dir(args.data)
+    except (fetch.SourceMissing, PipelineError) as exc:
+        sys.exit(f"error: --data: {exc}; name the Fashion-MNIST IDX files' directory")
     if fmt != "idx":
-        sys.exit(f"{args.data}: expected the IDX files, found the {fmt} pair")
+        sys.exit(f"error: --data: {args.data}: expected the IDX files, found the {fmt} pair")
     if args.write_reference:
         write_reference(splits)
     with tempfile.TemporaryDirectory(prefix="dataset-version-") as tmp:

@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--mb", type=float, default=2.0)
     args = parser.parse_args()
+    if args.files < 1 or args.mb <= 0:
+        parser.error("--files must be at least 1 and --mb above 0")
     commands = {
         "dvc push -r gcs": [sys.executable, "-m", "dvc", "push", "-r", "gcs"],
         "fmnist push -r gcs": [sys.executable, "-m", "fmnist.cli", "push", "-r", "gcs"],

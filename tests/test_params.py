@@ -101,6 +101,16 @@ def test_values_out_of_range_are_named(key, value, message):
         params_from_dict(with_value(key, value))
 
 
+def test_alternating_flips_without_flips_are_refused():
+    """Alone, the switch would train without mirror images and look like a test of it."""
+    alone = with_value("train.augment.horizontal_flip", False)
+    alone["train"]["augment"]["alternate_flips"] = True
+    with pytest.raises(ParamsError, match="set train.augment.horizontal_flip to true"):
+        params_from_dict(alone)
+    both = with_value("train.augment.alternate_flips", True)
+    assert params_from_dict(both).train.augment.alternate_flips
+
+
 def test_choices_are_listed():
     with pytest.raises(
         ParamsError, match="'model.arch': 'resnet' .* is not one of gap_cnn, bn_cnn, dense"

@@ -262,6 +262,17 @@ class AugmentParams:
     erase_size: Annotated[Int, Field(ge=1, le=28)] = 10
     """Largest side, in pixels, of the erased rectangle."""
 
+    @model_validator(mode="after")
+    def _alternating_needs_a_flip(self) -> AugmentParams:
+        # Alone, the switch would do nothing and say nothing: a run that looks like a test of
+        # alternating flips but trains without flips.
+        if self.alternate_flips and not self.horizontal_flip:
+            raise _rule(
+                "train.augment.alternate_flips alternates the mirror image: set "
+                "train.augment.horizontal_flip to true, or alternate_flips to false"
+            )
+        return self
+
     @property
     def enabled(self) -> bool:
         """True when any transform is on."""
