@@ -118,6 +118,30 @@ def test_training_killed_with_sigkill_resumes_and_matches_an_uninterrupted_run(
     assert not list((repo / ".cache/train-backup").iterdir())  # removed after success
 
 
+def test_a_backup_removed_after_success_takes_a_write_a_kill_cut_short_with_it(tmp_path):
+    """A SIGKILL during a backup's write leaves its temporary sibling (the test above, when the
+    kill lands mid-write); removing the backup after success removes that too, and only that."""
+    backups = tmp_path / "train-backup"
+    killed_mid_write = (
+        "import os\n"
+        "from fmnist import atomic\n"
+        f"with atomic.atomic_path({str(backups / 'abc')!r}) as tmp:\n"
+        "    tmp.mkdir()\n"
+        "    (tmp / 'state.json').write_text('{}')\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", killed_mid_write], env=env, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    with atomic.atomic_path(backups / "abc") as tmp:  # the resumed run's backup, completed
+        tmp.mkdir()
+    with atomic.atomic_path(backups / "other-run") as tmp:
+        tmp.mkdir()
+    assert len(list(backups.iterdir())) == 3  # the two backups and the cut-short write
+    atomic.remove(backups / "abc")
+    assert [p.name for p in backups.iterdir()] == ["other-run"]
+
+
 def limit_file_size(max_bytes: int):
     """For `preexec_fn`: files can grow to `max_bytes`, as on a disk that is almost full."""
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))

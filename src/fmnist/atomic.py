@@ -61,6 +61,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+def remove(path: str | Path) -> None:
+    """Remove `path`, and what a process killed while writing it left beside it (`atomic_path`'s
+    temporary sibling, which only its own `finally` would have removed)."""
+    path = Path(path)
+    for partial in path.parent.glob(f".{path.name}.*.tmp"):
+        shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import shutil
 import sys
 import tempfile
 import time
@@ -352,7 +351,7 @@ def fit_and_write(
     # The registered version the weights started from (train.init_from), or None.
     record["parent"] = parent if parent["init_from"] else None
     atomic.write_json(record_path, record)
-    shutil.rmtree(backup, ignore_errors=True)
+    atomic.remove(backup)  # with a write a kill cut short
     print(f"train: {epochs} epochs in {seconds:.0f} s; model written to {model_path}")
     return 0
 
