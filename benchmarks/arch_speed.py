@@ -5,10 +5,15 @@ BatchNorm and ReLU training uses (`architectures.FusedBatchNormalization`); `p` 
 pooling; `cNp` the convolution, the pooling, then BatchNorm and ReLU on the smaller map. The
 head is always global average pooling and the softmax classifier. Every candidate trains on
 the same images through the training input pipeline (augmentation as params.yaml sets it),
-compiled as training compiles it, at the batch size given with `@B` (default 128):
+compiled as training compiles it, at the batch size given with `@B` (default 128). `@B/R`
+splits the CPU into R logical devices and trains with `MirroredStrategy` over them, B/R images
+per replica: data parallelism inside one process, whose replicas' ops the runtime may run side by
+side (with `TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=2`, one core each):
 
     python3 benchmarks/arch_speed.py "c16 c16 p c48 c48 p c64 c64" "c16 p c48 c48 p c64 c64"
     python3 benchmarks/arch_speed.py "c16 c16 p c48 c48 p c64 c64@256" --rounds 5
+    TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=2 python3 benchmarks/arch_speed.py \
+        "c16 c16 p c48 c48 p c64 c64" "c16 c16 p c48 c48 p c64 c64@128/2"
 
 Prints parameters, forward multiply-adds, images/s (median of the rounds) and the ratio to
 the first candidate per round (median and range), by the wall clock and per CPU second of this
@@ -81,16 +86,26 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     args = parser.parse_args()
     params = load_params()
+    replicas = {spec: int(spec.partition("@")[2].partition("/")[2] or 1) for spec in args.specs}
+    if max(replicas.values()) > 1:  # before TensorFlow's runtime starts
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = [tf.config.LogicalDeviceConfiguration()] * max(replicas.values())
+        tf.config.set_logical_device_configuration(cpu, logical)
     device.setup(params.train)
     images, labels = load_split(args.data / "train.npz")
     images, labels = images[: args.images], labels[: args.images]
     runs = {}
     for spec in args.specs:
         text, _, batch = spec.partition("@")
-        batch = int(batch or 128)
-        model = network(text)
-        steps = inputs.steps_per_epoch(len(labels), batch)
-        train.compile_model(model, params.train, steps)
+        batch = int(batch.partition("/")[0] or 128)
+        strategy = tf.distribute.get_strategy()
+        if replicas[spec] > 1:
+            cpus = [f"/cpu:{i}" for i in range(replicas[spec])]
+            strategy = tf.distribute.MirroredStrategy(cpus)
+        with strategy.scope():
+            model = network(text)
+            steps = inputs.steps_per_epoch(len(labels), batch)
+            train.compile_model(model, params.train, steps)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         ds = inputs.training_dataset(images, labels, batch, 0, epoch, params.train.augment)
         model.fit(ds, epochs=1, verbose=0)  # trace and warm up
@@ -105,13 +120,14 @@ def main() -> None:
         print(f"round {r + 1}: " + ", ".join(f"{runs[s][2][-1]:,.0f}" for s in runs))
     first, cpu_first = runs[args.specs[0]][2:]
     print(
-        "\n| network | parameters | forward MMACs | images/s (median) | × the first, per round "
-        "| images per CPU second (median) | × the first, per round |"
+        "\n| network | replicas | parameters | forward MMACs | images/s (median) "
+        "| × the first, per round | images per CPU second (median) | × the first, per round |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for spec, (model, _, rates, cpu_rates) in runs.items():
         print(
-            f"| `{spec}` | {model.count_params():,} | {machine.forward_flops(model) / 2e6:.2f} | "
+            f"| `{spec}` | {model.distribute_strategy.num_replicas_in_sync} | "
+            f"{model.count_params():,} | {machine.forward_flops(model) / 2e6:.2f} | "
             f"{statistics.median(rates):,.0f} | {ratio_cell(rates, first)} | "
             f"{statistics.median(cpu_rates):,.0f} | {ratio_cell(cpu_rates, cpu_first)} |"
         )

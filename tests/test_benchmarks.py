@@ -276,7 +276,7 @@ print("views agree")
 
 @pytest.mark.slow
 def test_arch_speed_benchmark_times_layer_specs_side_by_side(reproduced_repo):
-    specs = ["c16 c16 p c48 c48 p c64 c64", "c16p c16 c48p c48 c64 c64@64", "c8p c8"]
+    specs = ["c16 c16 p c48 c48 p c64 c64", "c16p c16 c48p c48 c64 c64@64", "c8p c8", "c8p c8@32/2"]
     cmd = [sys.executable, str(BENCHMARKS / "arch_speed.py"), *specs, "--rounds", "2"]
     cmd += ["--images", "64", "--data", str(reproduced_repo / "data" / "prepared")]
     rows = table_rows(run(cmd, cwd=ROOT, env=ENV).stdout)
@@ -286,6 +286,9 @@ def test_arch_speed_benchmark_times_layer_specs_side_by_side(reproduced_repo):
     assert rows[0]["parameters"] == parameters("default") == rows[1]["parameters"]
     assert [r["forward MMACs"] for r in rows[:2]] == ["10.50", "6.10"]
     assert rows[0]["× the first, per round"] == "1.00 (1.00-1.00)"
+    # `@B/R`: the same network, mirrored over R logical CPU devices.
+    assert [r["replicas"] for r in rows] == ["1", "1", "1", "2"]
+    assert rows[3]["parameters"] == rows[2]["parameters"]
     for row in rows:
         assert float(row["images/s (median)"].replace(",", "")) > 0
 
