@@ -25,6 +25,7 @@ turns on the cores.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import time
@@ -44,14 +45,34 @@ from fmnist.params import load_params
 from fmnist.stages import train
 from fmnist.training import device, inputs
 
+SPEC = re.compile(r"(?P<layers>[^@]*)(?:@(?P<batch>\d+)(?:/(?P<replicas>\d+))?)?")
+LAYER = re.compile(r"p|c[1-9]\d*p?")
 
-def network(spec: str) -> keras.Model:
+
+def parse_spec(spec: str) -> tuple[str, int, int]:
+    """(layers, global batch, replicas) of a candidate `LAYERS[@B[/R]]`; ValueError names what
+    is wrong."""
+    match = SPEC.fullmatch(spec)
+    if not match:
+        raise ValueError(f"{spec!r}: expected LAYERS, LAYERS@BATCH or LAYERS@BATCH/REPLICAS")
+    tokens = match["layers"].split()
+    unknown = [token for token in tokens if not LAYER.fullmatch(token)]
+    if not tokens or unknown:
+        found = f"unknown layer {unknown[0]!r}" if unknown else "no layers"
+        raise ValueError(f"{spec!r}: {found} (cN, cNp or p, N >= 1)")
+    batch, replicas = int(match["batch"] or 128), int(match["replicas"] or 1)
+    if batch < 1 or replicas < 1 or batch % replicas:
+        raise ValueError(f"{spec!r}: the batch must be a positive multiple of the replicas")
+    return match["layers"], batch, replicas
+
+
+def network(layer_spec: str) -> keras.Model:
     """The network a layer spec describes (see the module docstring)."""
     body = []
-    for token in spec.split():
+    for token in layer_spec.split():
         if token == "p":
             body.append(layers.MaxPooling2D(2))
-        elif token.startswith("c"):
+        else:
             pooled = token.endswith("p")  # pooling between the convolution and its BatchNorm
             body += [
                 layers.Conv2D(int(token[1:].rstrip("p")), 3, padding="same", use_bias=False),
@@ -59,8 +80,6 @@ def network(spec: str) -> keras.Model:
                 FusedBatchNormalization(),
                 layers.ReLU(),
             ]
-        else:
-            raise SystemExit(f"{spec!r}: unknown layer {token!r} (cN, cNp or p)")
     return keras.Sequential(
         [
             keras.Input(shape=IMAGE_SHAPE),
@@ -85,22 +104,27 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12_800, help="training images per round")
     parser.add_argument("--data", type=Path, default=Path("data/prepared"))
     args = parser.parse_args()
+    if args.rounds < 1 or args.images < 1:
+        parser.error("--rounds and --images must be at least 1")
+    try:
+        specs = {spec: parse_spec(spec) for spec in args.specs}
+    except ValueError as exc:
+        parser.error(str(exc))
     params = load_params()
-    replicas = {spec: int(spec.partition("@")[2].partition("/")[2] or 1) for spec in args.specs}
-    if max(replicas.values()) > 1:  # before TensorFlow's runtime starts
+    most = max(replicas for _, _, replicas in specs.values())
+    if most > 1:  # before TensorFlow's runtime starts
         cpu = tf.config.list_physical_devices("CPU")[0]
-        logical = [tf.config.LogicalDeviceConfiguration()] * max(replicas.values())
-        tf.config.set_logical_device_configuration(cpu, logical)
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * most
+        )
     device.setup(params.train)
     images, labels = load_split(args.data / "train.npz")
     images, labels = images[: args.images], labels[: args.images]
     runs = {}
-    for spec in args.specs:
-        text, _, batch = spec.partition("@")
-        batch = int(batch.partition("/")[0] or 128)
+    for spec, (text, batch, replicas) in specs.items():
         strategy = tf.distribute.get_strategy()
-        if replicas[spec] > 1:
-            cpus = [f"/cpu:{i}" for i in range(replicas[spec])]
+        if replicas > 1:
+            cpus = [f"/cpu:{i}" for i in range(replicas)]
             strategy = tf.distribute.MirroredStrategy(cpus)
         with strategy.scope():
             model = network(text)

@@ -118,28 +118,86 @@ def test_training_killed_with_sigkill_resumes_and_matches_an_uninterrupted_run(
     assert not list((repo / ".cache/train-backup").iterdir())  # removed after success
 
 
-def test_a_backup_removed_after_success_takes_a_write_a_kill_cut_short_with_it(tmp_path):
-    """A SIGKILL during a backup's write leaves its temporary sibling (the test above, when the
-    kill lands mid-write); removing the backup after success removes that too, and only that."""
-    backups = tmp_path / "train-backup"
+def write_killed(path, content: str = "partial") -> None:
+    """A real writer of `path` SIGKILLed inside `atomic_path`, its temporary sibling written."""
     killed_mid_write = (
-        "import os\n"
+        "import os, sys\n"
         "from fmnist import atomic\n"
-        f"with atomic.atomic_path({str(backups / 'abc')!r}) as tmp:\n"
-        "    tmp.mkdir()\n"
-        "    (tmp / 'state.json').write_text('{}')\n"
+        "with atomic.atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text(sys.argv[2])\n"
         "    os.kill(os.getpid(), 9)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-c", killed_mid_write], env=env, check=False)
-    assert proc.returncode == -signal.SIGKILL
-    with atomic.atomic_path(backups / "abc") as tmp:  # the resumed run's backup, completed
-        tmp.mkdir()
-    with atomic.atomic_path(backups / "other-run") as tmp:
-        tmp.mkdir()
-    assert len(list(backups.iterdir())) == 3  # the two backups and the cut-short write
+    cmd = [sys.executable, "-c", killed_mid_write, str(path), content]
+    assert subprocess.run(cmd, env=env, check=False).returncode == -signal.SIGKILL
+
+
+def names(directory) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_the_next_write_of_a_path_removes_what_a_killed_writer_of_it_left(tmp_path):
+    """A SIGKILL mid-write leaves a temporary sibling that git does not see; the next write of
+    that path removes it, and of an older version's (no PID in its name) too, and no other's."""
+    out = tmp_path / "metrics"
+    write_killed(out / "eval.json")
+    write_killed(out / "eval.json.bak")  # another path whose name starts the same
+    (out / ".eval.json.q1w2e3r4.tmp").mkdir()  # left by a version without PIDs in the names
+    partials = names(out)
+    assert len(partials) == 3 and all(n.endswith(".tmp") for n in partials), partials
+    shutil.copy(helpers.ROOT / ".gitignore", tmp_path)
+    helpers.git("init", "-q", cwd=tmp_path)
+    assert helpers.git("status", "--porcelain", "-uall", cwd=tmp_path).split() == [
+        "??",
+        ".gitignore",
+    ]
+
+    atomic.write_json(out / "eval.json", {"accuracy": 0.9})
+    assert json.loads((out / "eval.json").read_text()) == {"accuracy": 0.9}
+    [left] = [n for n in names(out) if n != "eval.json"]
+    assert left.startswith(".eval.json.bak.")  # another path's: its next write removes it
+    atomic.write_text(out / "eval.json.bak", "done")
+    assert names(out) == ["eval.json", "eval.json.bak"]
+
+
+def test_a_write_leaves_a_running_writer_of_the_same_path_alone(tmp_path):
+    """Two writers of one path at once: neither removes the other's temporary sibling; the one
+    that finishes last wins, whole."""
+    target = tmp_path / "out.txt"
+    slow_writer = (
+        "import sys\n"
+        "from fmnist import atomic\n"
+        "with atomic.atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('slow')\n"
+        "    print('written', flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
+    cmd = [sys.executable, "-c", slow_writer, str(target)]
+    with subprocess.Popen(
+        cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as slow:
+        assert slow.stdout.readline() == "written\n"
+        atomic.write_text(target, "fast")
+        assert target.read_text() == "fast"
+        assert len(names(tmp_path)) == 2  # the running writer's partial is still there
+        slow.stdin.write("go\n")
+        slow.stdin.flush()
+        assert slow.wait(timeout=60) == 0
+    assert names(tmp_path) == ["out.txt"] and target.read_text() == "slow"
+
+
+def test_a_backup_removed_after_success_takes_a_write_a_kill_cut_short_with_it(tmp_path):
+    """The training backup a resumed run removes when it succeeds: with it goes what a kill
+    during one of its writes left (the SIGKILL test above, when the kill lands mid-write)."""
+    backups = tmp_path / "train-backup"
+    for name in ("abc", "other-run"):
+        with atomic.atomic_path(backups / name) as tmp:
+            tmp.mkdir()
+    write_killed(backups / "abc")
+    assert len(names(backups)) == 3  # the two backups and the cut-short write
     atomic.remove(backups / "abc")
-    assert [p.name for p in backups.iterdir()] == ["other-run"]
+    assert names(backups) == ["other-run"]
 
 
 def limit_file_size(max_bytes: int):

@@ -3,7 +3,9 @@
 An output either appears whole or not at all:
 a stage killed halfway (or failing on bad input) must not leave a half-written file that DVC
 could cache or a later stage could read. Everything is written to a temporary sibling and moved
-into place with `os.replace`, which is atomic on one filesystem.
+into place with `os.replace`, which is atomic on one filesystem. A process killed mid-write
+(SIGKILL, a lost machine) cannot clean up after itself: its temporary sibling carries its PID,
+and the next write of the same path removes the siblings of writers that are no longer running.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +39,42 @@ def _writable_parent(path: Path) -> Path:
     return parent
 
 
+def _writer_running(pid: str | None) -> bool:
+    """Whether the process that named a temporary sibling may still be writing it."""
+    if pid is None:  # named before siblings carried a PID: nothing is still writing it
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _clear_abandoned(path: Path) -> None:
+    """Remove the temporary siblings of `path` whose writers were killed mid-write."""
+    name = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)-)?[a-z0-9_]{8}\.tmp")
+    for sibling in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        match = name.fullmatch(sibling.name)
+        if match and not _writer_running(match[1]):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success move it to `path`, on error remove it.
 
-    Works for a file or a directory written at the yielded path.
+    Works for a file or a directory written at the yielded path. What killed writers of `path`
+    left beside it is removed first.
     """
     path = Path(path)
     parent = _writable_parent(path)
+    _clear_abandoned(path)
     try:
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+        tmp_dir = Path(
+            tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=parent)
+        )
     except OSError as exc:
         raise PipelineError(f"cannot write to {parent}: {exc.strerror}") from None
     tmp = tmp_dir / path.name
@@ -62,11 +92,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def remove(path: str | Path) -> None:
-    """Remove `path`, and what a process killed while writing it left beside it (`atomic_path`'s
-    temporary sibling, which only its own `finally` would have removed)."""
+    """Remove the directory `path`, and what writers of it killed mid-write left beside it."""
     path = Path(path)
-    for partial in path.parent.glob(f".{path.name}.*.tmp"):
-        shutil.rmtree(partial, ignore_errors=True)
+    _clear_abandoned(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
