@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 # What the run record may legitimately change between two identical runs.
 TIMING_FIELDS = ("train_seconds", "images_per_second")
 RUN_RECORD = "metrics/runs/train.json"
+# The environment of a process started here that imports this checkout's `fmnist`.
+CHECKOUT_ENV = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
 
 
 def outputs(repo) -> dict:
@@ -87,11 +89,10 @@ def test_training_killed_with_sigkill_resumes_and_matches_an_uninterrupted_run(
     shutil.copytree(reference, repo, symlinks=True)  # the same data, prepared once
     dvc("repro", "train", cwd=reference)
 
-    env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
     run = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train"],
         cwd=repo,
-        env=env,
+        env=CHECKOUT_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill reaches the stage too
@@ -118,18 +119,23 @@ def test_training_killed_with_sigkill_resumes_and_matches_an_uninterrupted_run(
     assert not list((repo / ".cache/train-backup").iterdir())  # removed after success
 
 
-def write_killed(path, content: str = "partial") -> None:
-    """A real writer of `path` SIGKILLed inside `atomic_path`, its temporary sibling written."""
-    killed_mid_write = (
+def writer(path, then: str) -> list[str]:
+    """The command of a real writer of `path` that writes "theirs" to its temporary sibling
+    inside `atomic_path`, then runs the Python line `then` before the write is moved into place."""
+    code = (
         "import os, sys\n"
         "from fmnist import atomic\n"
         "with atomic.atomic_path(sys.argv[1]) as tmp:\n"
-        "    tmp.write_text(sys.argv[2])\n"
-        "    os.kill(os.getpid(), 9)\n"
+        "    tmp.write_text('theirs')\n"
+        f"    {then}\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
-    cmd = [sys.executable, "-c", killed_mid_write, str(path), content]
-    assert subprocess.run(cmd, env=env, check=False).returncode == -signal.SIGKILL
+    return [sys.executable, "-c", code, str(path)]
+
+
+def write_killed(path) -> None:
+    """A real writer of `path` SIGKILLed inside `atomic_path`, its temporary sibling written."""
+    killed = subprocess.run(writer(path, "os.kill(os.getpid(), 9)"), env=CHECKOUT_ENV, check=False)
+    assert killed.returncode == -signal.SIGKILL
 
 
 def names(directory) -> list[str]:
@@ -138,13 +144,16 @@ def names(directory) -> list[str]:
 
 def test_the_next_write_of_a_path_removes_what_a_killed_writer_of_it_left(tmp_path):
     """A SIGKILL mid-write leaves a temporary sibling that git does not see; the next write of
-    that path removes it, and of an older version's (no PID in its name) too, and no other's."""
+    that path removes it, and older versions' (no machine or PID in their names) too, and no
+    other path's."""
     out = tmp_path / "metrics"
     write_killed(out / "eval.json")
     write_killed(out / "eval.json.bak")  # another path whose name starts the same
     (out / ".eval.json.q1w2e3r4.tmp").mkdir()  # left by a version without PIDs in the names
+    # and by one without the machine: a PID above Linux's largest, so no process has it
+    (out / ".eval.json.4194305-q1w2e3r4.tmp").mkdir()
     partials = names(out)
-    assert len(partials) == 3 and all(n.endswith(".tmp") for n in partials), partials
+    assert len(partials) == 4 and all(n.endswith(".tmp") for n in partials), partials
     shutil.copy(helpers.ROOT / ".gitignore", tmp_path)
     helpers.git("init", "-q", cwd=tmp_path)
     assert helpers.git("status", "--porcelain", "-uall", cwd=tmp_path).split() == [
@@ -160,22 +169,30 @@ def test_the_next_write_of_a_path_removes_what_a_killed_writer_of_it_left(tmp_pa
     assert names(out) == ["eval.json", "eval.json.bak"]
 
 
+def test_a_write_leaves_what_a_writer_on_another_machine_left_alone(tmp_path, monkeypatch):
+    """On a filesystem two machines share, a PID names a process only on the machine that
+    wrote it: this machine cannot tell whether another's writer is still running."""
+    target = tmp_path / "eval.json"
+    write_killed(target)
+    [here] = names(tmp_path)  # `.eval.json.MACHINE-PID-RANDOM.tmp`
+    shutil.copytree(tmp_path / here, tmp_path / here.replace(atomic._machine(), "0badc0de"))
+    assert atomic._machine() != "0badc0de"
+
+    atomic.write_json(target, {"accuracy": 0.9})
+    assert names(tmp_path) == [here.replace(atomic._machine(), "0badc0de"), "eval.json"]
+    # That machine's next write of the path, its writer gone, removes it.
+    monkeypatch.setattr(atomic, "_machine", lambda: "0badc0de")
+    atomic.write_json(target, {"accuracy": 0.8})
+    assert names(tmp_path) == ["eval.json"]
+
+
 def test_a_write_leaves_a_running_writer_of_the_same_path_alone(tmp_path):
     """Two writers of one path at once: neither removes the other's temporary sibling; the one
     that finishes last wins, whole."""
     target = tmp_path / "out.txt"
-    slow_writer = (
-        "import sys\n"
-        "from fmnist import atomic\n"
-        "with atomic.atomic_path(sys.argv[1]) as tmp:\n"
-        "    tmp.write_text('slow')\n"
-        "    print('written', flush=True)\n"
-        "    sys.stdin.readline()\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
-    cmd = [sys.executable, "-c", slow_writer, str(target)]
+    cmd = writer(target, "print('written', flush=True); sys.stdin.readline()")
     with subprocess.Popen(
-        cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        cmd, env=CHECKOUT_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as slow:
         assert slow.stdout.readline() == "written\n"
         atomic.write_text(target, "fast")
@@ -184,7 +201,7 @@ def test_a_write_leaves_a_running_writer_of_the_same_path_alone(tmp_path):
         slow.stdin.write("go\n")
         slow.stdin.flush()
         assert slow.wait(timeout=60) == 0
-    assert names(tmp_path) == ["out.txt"] and target.read_text() == "slow"
+    assert names(tmp_path) == ["out.txt"] and target.read_text() == "theirs"
 
 
 def test_a_backup_removed_after_success_takes_a_write_a_kill_cut_short_with_it(tmp_path):

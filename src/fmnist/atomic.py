@@ -4,18 +4,22 @@ An output either appears whole or not at all:
 a stage killed halfway (or failing on bad input) must not leave a half-written file that DVC
 could cache or a later stage could read. Everything is written to a temporary sibling and moved
 into place with `os.replace`, which is atomic on one filesystem. A process killed mid-write
-(SIGKILL, a lost machine) cannot clean up after itself: its temporary sibling carries its PID,
-and the next write of the same path removes the siblings of writers that are no longer running.
+(SIGKILL, a lost machine) cannot clean up after itself: its temporary sibling carries its machine
+and PID, and the next write of the same path on that machine removes the siblings of writers that
+are no longer running there. A PID means nothing on another machine, so another machine's
+siblings on a shared filesystem are left to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -39,6 +43,13 @@ def _writable_parent(path: Path) -> Path:
     return parent
 
 
+@functools.cache
+def _machine() -> str:
+    """This machine in the names of its temporary siblings: a fixed-length hash of its host
+    name, so that any host name fits in a file name and none is read as part of another."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def _writer_running(pid: str | None) -> bool:
     """Whether the process that named a temporary sibling may still be writing it."""
     if pid is None:  # named before siblings carried a PID: nothing is still writing it
@@ -53,11 +64,19 @@ def _writer_running(pid: str | None) -> bool:
 
 
 def _clear_abandoned(path: Path) -> None:
-    """Remove the temporary siblings of `path` whose writers were killed mid-write."""
-    name = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)-)?[a-z0-9_]{8}\.tmp")
+    """Remove the temporary siblings of `path` whose writers on this machine were killed
+    mid-write."""
+    # `.NAME.MACHINE-PID-RANDOM.tmp`; older versions wrote `.NAME.PID-RANDOM.tmp` and
+    # `.NAME.RANDOM.tmp` (RANDOM: tempfile's eight characters, never a hyphen).
+    name = re.compile(
+        re.escape(f".{path.name}.")
+        + r"(?:(?P<machine>[0-9a-f]{8})-(?P<pid>\d+)-|(?P<old_pid>\d+)-)?[a-z0-9_]{8}\.tmp"
+    )
     for sibling in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
         match = name.fullmatch(sibling.name)
-        if match and not _writer_running(match[1]):
+        if not match or match["machine"] not in (None, _machine()):
+            continue
+        if not _writer_running(match["pid"] or match["old_pid"]):
             shutil.rmtree(sibling, ignore_errors=True)
 
 
@@ -73,7 +92,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _clear_abandoned(path)
     try:
         tmp_dir = Path(
-            tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=parent)
+            tempfile.mkdtemp(
+                prefix=f".{path.name}.{_machine()}-{os.getpid()}-", suffix=".tmp", dir=parent
+            )
         )
     except OSError as exc:
         raise PipelineError(f"cannot write to {parent}: {exc.strerror}") from None
