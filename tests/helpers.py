@@ -170,9 +170,15 @@ def make_targets() -> set[str]:
     return set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
 
 
+def checkout_env(**extra: str) -> dict[str, str]:
+    """This process's environment with this checkout's code first on the import path, plus
+    `extra`: what a subprocess of the tests runs with."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), **extra}
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run a command, capturing text output; on an unexpected failure show what it printed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **kwargs.pop("env", {})}
+    env = checkout_env(**kwargs.pop("env", {}))
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -166,8 +165,7 @@ def test_two_workers_train_in_sync_and_only_the_chief_writes(tmp_path):
             "--model", "model.keras", "--live-dir", "live", "--record", "train.json",
             "--worker-dir", str(tmp_path / f"scratch{index}"),
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
-        env["TF_CONFIG"] = tf_config(addresses, "worker", index)
+        env = helpers.checkout_env(TF_CONFIG=tf_config(addresses, "worker", index))
         procs.append(
             subprocess.Popen(
                 cmd, cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 
 from fmnist import environment
 from fmnist.environment import EnvironmentSetupError
-from helpers import ROOT
+from helpers import ROOT, checkout_env
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCKS = {
@@ -179,7 +179,7 @@ def test_the_makefile_command_on_another_python_says_which_versions_are_supporte
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        env=checkout_env(),
     )
     assert proc.returncode == 1
     assert (

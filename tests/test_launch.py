@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from fmnist import launch
-from helpers import ROOT
+from helpers import ROOT, checkout_env
 
 SRC = ROOT / "src"
 
@@ -87,7 +87,7 @@ def held_back(text: str, enabled: bool = True) -> str:
         [sys.executable, "-c", script, text],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(SRC)},
+        env=checkout_env(),
         check=True,
     )
     return proc.stderr
@@ -136,7 +136,7 @@ def test_an_unknown_stage_is_one_usage_line(tmp_path):
         [sys.executable, "-m", "fmnist.stages", "trian"],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(SRC)},
+        env=checkout_env(),
         cwd=tmp_path,
     )
     assert proc.returncode == 2

@@ -24,8 +24,6 @@ pytestmark = pytest.mark.slow
 # What the run record may legitimately change between two identical runs.
 TIMING_FIELDS = ("train_seconds", "images_per_second")
 RUN_RECORD = "metrics/runs/train.json"
-# The environment of a process started here that imports this checkout's `fmnist`.
-CHECKOUT_ENV = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
 
 
 def outputs(repo) -> dict:
@@ -92,7 +90,7 @@ def test_training_killed_with_sigkill_resumes_and_matches_an_uninterrupted_run(
     run = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train"],
         cwd=repo,
-        env=CHECKOUT_ENV,
+        env=helpers.checkout_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill reaches the stage too
@@ -134,7 +132,7 @@ def writer(path, then: str) -> list[str]:
 
 def write_killed(path) -> None:
     """A real writer of `path` SIGKILLed inside `atomic_path`, its temporary sibling written."""
-    killed = subprocess.run(writer(path, "os.kill(os.getpid(), 9)"), env=CHECKOUT_ENV, check=False)
+    killed = helpers.run(writer(path, "os.kill(os.getpid(), 9)"), cwd=helpers.ROOT, check=False)
     assert killed.returncode == -signal.SIGKILL
 
 
@@ -152,8 +150,12 @@ def test_the_next_write_of_a_path_removes_what_a_killed_writer_of_it_left(tmp_pa
     (out / ".eval.json.q1w2e3r4.tmp").mkdir()  # left by a version without PIDs in the names
     # and by one without the machine: a PID above Linux's largest, so no process has it
     (out / ".eval.json.4194305-q1w2e3r4.tmp").mkdir()
+    # Numbers no process can have, which `os.kill` would read as this process's group or
+    # refuse as too large: no writer of them is running.
+    (out / ".eval.json.0-q1w2e3r4.tmp").mkdir()
+    (out / f".eval.json.{atomic._machine()}-99999999999-q1w2e3r4.tmp").mkdir()
     partials = names(out)
-    assert len(partials) == 4 and all(n.endswith(".tmp") for n in partials), partials
+    assert len(partials) == 6 and all(n.endswith(".tmp") for n in partials), partials
     shutil.copy(helpers.ROOT / ".gitignore", tmp_path)
     helpers.git("init", "-q", cwd=tmp_path)
     assert helpers.git("status", "--porcelain", "-uall", cwd=tmp_path).split() == [
@@ -175,11 +177,12 @@ def test_a_write_leaves_what_a_writer_on_another_machine_left_alone(tmp_path, mo
     target = tmp_path / "eval.json"
     write_killed(target)
     [here] = names(tmp_path)  # `.eval.json.MACHINE-PID-RANDOM.tmp`
-    shutil.copytree(tmp_path / here, tmp_path / here.replace(atomic._machine(), "0badc0de"))
+    there = here.replace(atomic._machine(), "0badc0de")
+    shutil.copytree(tmp_path / here, tmp_path / there)
     assert atomic._machine() != "0badc0de"
 
     atomic.write_json(target, {"accuracy": 0.9})
-    assert names(tmp_path) == [here.replace(atomic._machine(), "0badc0de"), "eval.json"]
+    assert names(tmp_path) == [there, "eval.json"]
     # That machine's next write of the path, its writer gone, removes it.
     monkeypatch.setattr(atomic, "_machine", lambda: "0badc0de")
     atomic.write_json(target, {"accuracy": 0.8})
@@ -192,7 +195,7 @@ def test_a_write_leaves_a_running_writer_of_the_same_path_alone(tmp_path):
     target = tmp_path / "out.txt"
     cmd = writer(target, "print('written', flush=True); sys.stdin.readline()")
     with subprocess.Popen(
-        cmd, env=CHECKOUT_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        cmd, env=helpers.checkout_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as slow:
         assert slow.stdout.readline() == "written\n"
         atomic.write_text(target, "fast")

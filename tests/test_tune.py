@@ -256,11 +256,10 @@ def test_an_unreachable_storage_is_one_line(tmp_path):
 
 def fmnist(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
     """`fmnist ARGS` with this checkout's code, output piped, in its own process group."""
-    env = {**os.environ, "PYTHONPATH": str(helpers.ROOT / "src")}
     return subprocess.Popen(
         [sys.executable, "-m", "fmnist.cli", *args],
         cwd=cwd,
-        env=env,
+        env=helpers.checkout_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

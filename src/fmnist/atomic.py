@@ -27,6 +27,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+from fmnist import processes
 from fmnist.errors import PipelineError
 
 # Zip archives stamp each member with the time it was written; a fixed stamp makes the same
@@ -50,19 +51,6 @@ def _machine() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
-def _writer_running(pid: str | None) -> bool:
-    """Whether the process that named a temporary sibling may still be writing it."""
-    if pid is None:  # named before siblings carried a PID: nothing is still writing it
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def _clear_abandoned(path: Path) -> None:
     """Remove the temporary siblings of `path` whose writers on this machine were killed
     mid-write."""
@@ -76,7 +64,9 @@ def _clear_abandoned(path: Path) -> None:
         match = name.fullmatch(sibling.name)
         if not match or match["machine"] not in (None, _machine()):
             continue
-        if not _writer_running(match["pid"] or match["old_pid"]):
+        pid = match["pid"] or match["old_pid"]
+        # A sibling named before siblings carried a PID has no writer left.
+        if pid is None or not processes.running(int(pid)):
             shutil.rmtree(sibling, ignore_errors=True)
 
 

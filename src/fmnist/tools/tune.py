@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from fmnist import atomic, git
+from fmnist import atomic, git, processes
 from fmnist.errors import ParamsError, PipelineError, report_errors
 from fmnist.params import params_from_dict, with_overrides
 from fmnist.tools import registry
@@ -384,7 +384,7 @@ def fail_dead_local_trials(study, storage) -> list[int]:
     host, failed = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") == host and pid and not _alive(pid):
+        if trial.user_attrs.get("host") == host and pid and not processes.running(pid):
             storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
@@ -406,16 +406,6 @@ def retry_interrupted(study) -> list[int]:
             study.enqueue_trial(trial.params, user_attrs=keep)
             retried.append(trial.number)
     return retried
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # no signal: only whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def counted(study) -> int:
