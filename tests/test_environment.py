@@ -386,3 +386,23 @@ def test_make_runs_everything_in_the_project_venv_after_checking_python():
     # The Python version is checked before anything is installed, the dataset package included.
     assert repro.index("fmnist.environment check") < repro.index("dataset-fashion-mnist")
     assert "--gpu" in make("-n", "venv", "GPU=1") and "--cpu" in make("-n", "venv", "GPU=0")
+
+
+def test_activating_the_venv_gives_the_commands_the_readme_uses():
+    """The README: after `make repro`, `source .venv/bin/activate` in a new shell, and `dvc`,
+    `fmnist` and `gto` are the locked ones, and run."""
+    venv = ROOT / ".venv"
+    if environment.read_stamp(venv) is None:
+        pytest.skip("no .venv built by `make venv` in this checkout")
+    script = (
+        f"source {venv}/bin/activate\n"
+        "command -v dvc fmnist gto\n"
+        "dvc --version >/dev/null && fmnist --help >/dev/null && gto --help >/dev/null\n"
+    )
+    # A new shell's environment: nothing of this process's PATH or PYTHONPATH.
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+    proc = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(venv / "bin" / name) for name in ("dvc", "fmnist", "gto")]
