@@ -85,27 +85,11 @@ def native_logs_held_back(enabled: bool = True) -> Iterator[None]:
 
 
 def load(module: str) -> ModuleType:
-    """Import `module` with the process configured and TensorFlow's chatter held back.
-
-    A third-party package missing from this Python is one `error:` line and exit code 1: the
-    usual cause is a `python3` or `dvc` from outside the project's `.venv`.
-    """
+    """Import `module` with the process configured and TensorFlow's chatter held back."""
     quiet = not verbose()  # before `configure` sets TensorFlow's log level
     configure()
-    try:
-        with native_logs_held_back(enabled=quiet):
-            return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if not exc.name or exc.name.partition(".")[0] == "fmnist":
-            raise  # this package's own module: a bug, with its traceback
-        missing = exc.name.partition(".")[0]
-    line = (
-        f"error: the Python package {missing!r} is not installed for {sys.executable}: run "
-        "this project's commands in its environment (`make venv` builds .venv from the lock; "
-        "then `source .venv/bin/activate`, or prefix a command with `.venv/bin/`)"
-    )
-    print(errors.with_hint(line), file=sys.stderr)
-    raise SystemExit(1)
+    with native_logs_held_back(enabled=quiet):
+        return importlib.import_module(module)
 
 
 def run(main: Callable[[list[str]], int], argv: list[str], what: str) -> int:
