@@ -12,6 +12,7 @@ import yaml
 
 from fmnist.cli import COMMANDS, entry_point
 from fmnist.params import flatten
+from fmnist.stages.__main__ import module_of
 from helpers import ROOT
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -64,9 +65,9 @@ ENTRY = "fmnist.stages.__main__"
 
 
 def stage_module(stage: dict) -> str:
-    match = re.search(r"python3 -m (fmnist\.stages) (\w+)|python3 -m (fmnist\.\w+)", stage["cmd"])
-    assert match, f"stage command does not run a fmnist module: {stage['cmd']}"
-    return f"{match[1]}.{match[2]}" if match[1] else match[3]
+    match = re.search(r"python3 -m fmnist\.stages (\w+)", stage["cmd"])
+    assert match, f"stage command does not run the stages' entry point: {stage['cmd']}"
+    return module_of(match[1])
 
 
 def data_files(module: str) -> set[str]:

@@ -140,4 +140,28 @@ def test_an_unknown_stage_is_one_usage_line(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("usage: python -m fmnist.stages {fetch,")
+    assert proc.stderr.strip().startswith("usage: python -m fmnist.stages {params,fetch,")
+
+
+@pytest.mark.parametrize(
+    "missing, call",
+    [
+        ("pandas", "from fmnist.stages.__main__ import run; sys.exit(run('fetch', ['--help']))"),
+        ("pydantic", "from fmnist.stages.__main__ import run; sys.exit(run('params', []))"),
+        ("yaml", "from fmnist.cli import main; sys.exit(main(['params', '--help']))"),
+    ],
+    ids=["a stage", "the params stage", "an fmnist command"],
+)
+def test_a_package_missing_from_this_python_is_one_line_that_names_the_venv(missing, call):
+    # As a `python3` or `dvc` from outside the project's .venv would run it: importing a
+    # module that sys.modules holds as None fails as a package that is not installed does.
+    script = f"import sys\nsys.modules[{missing!r}] = None\n{call}\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=checkout_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: the Python package {missing!r} is not installed for {sys.executable}: "
+    )
+    assert "`make venv`" in line and "`source .venv/bin/activate`" in line

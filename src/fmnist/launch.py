@@ -85,11 +85,28 @@ def native_logs_held_back(enabled: bool = True) -> Iterator[None]:
 
 
 def load(module: str) -> ModuleType:
-    """Import `module` with the process configured and TensorFlow's chatter held back."""
+    """Import `module` with the process configured and TensorFlow's chatter held back.
+
+    A third-party package missing from this Python is one `error:` line and exit code 1: the
+    usual cause is a `python3` or `dvc` from outside the project's `.venv`.
+    """
     quiet = not verbose()  # before `configure` sets TensorFlow's log level
     configure()
-    with native_logs_held_back(enabled=quiet):
-        return importlib.import_module(module)
+    try:
+        with native_logs_held_back(enabled=quiet):
+            return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.partition(".")[0] == "fmnist":
+            raise  # this package's own module: a bug, with its traceback
+        missing = exc.name.partition(".")[0]
+    line = (
+        f"error: the Python package {missing!r} is not installed for {sys.executable}: run "
+        "this project's commands in its environment: `make venv` builds .venv from the lock, "
+        "then `source .venv/bin/activate` (a `dvc` alone from .venv/bin still runs the stages "
+        "with the `python3` on PATH)"
+    )
+    print(errors.with_hint(line), file=sys.stderr)
+    raise SystemExit(1)
 
 
 def run(main: Callable[[list[str]], int], argv: list[str], what: str) -> int:

@@ -11,8 +11,9 @@ pydantic does the checking; this module keeps the messages in the project's word
 keys, "did you mean", the default of a missing key). It also owns dotted keys (`flatten`,
 `with_overrides`), as `dvc exp run -S train.epochs=5` spells them.
 
-Run as a module (`python -m fmnist.params params.yaml`) it only validates: the `params` stage
-of `dvc.yaml` does that on every change to the file. `--schema` prints the JSON Schema.
+Its `main` only validates: the `params` stage of `dvc.yaml` runs it on every change to the file
+(`python -m fmnist.stages params params.yaml`), as does `fmnist params` and `python -m
+fmnist.params`. `--schema` prints the JSON Schema.
 """
 
 from __future__ import annotations

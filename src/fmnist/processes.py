@@ -6,7 +6,7 @@ import os
 
 
 def running(pid: int) -> bool:
-    """Whether a process with this PID is running on this machine, whoever's it is.
+    """Whether a process with this PID is running on this machine, whoever owns it.
 
     A number no process can have is not running: 0 and negative numbers, which `os.kill` reads
     as process groups, and numbers too large for the system's PIDs.

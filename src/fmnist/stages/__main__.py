@@ -1,7 +1,9 @@
 """`python -m fmnist.stages NAME [ARGS...]`: run one pipeline stage, as `dvc.yaml` does.
 
 The entry point of every stage: it applies the process settings (`fmnist.launch`) before the
-stage's module imports TensorFlow, then calls that module's `main(ARGS)`.
+stage's module imports TensorFlow, then calls that module's `main(ARGS)`. The `params` stage
+(validating params.yaml) runs `fmnist.params`'s, so that it too fails in one line when run by
+a Python without the project's packages (`launch.load`).
 
 DVC removes a stage's outputs before it runs the stage's command, so a stage that fails under
 `dvc repro` or `dvc exp run` leaves them gone (the stage itself writes nothing half-way).
@@ -19,7 +21,12 @@ from pathlib import Path
 
 from fmnist import errors, launch
 
-STAGES = ("fetch", "prepare", "parent", "train", "evaluate", "package")
+STAGES = ("params", "fetch", "prepare", "parent", "train", "evaluate", "package")
+
+
+def module_of(stage: str) -> str:
+    """The module whose `main` runs `stage`."""
+    return "fmnist.params" if stage == "params" else f"fmnist.stages.{stage}"
 
 
 def stage_outputs(spec: dict, stage: str) -> tuple[list[str], list[str]]:
@@ -80,7 +87,7 @@ def run(name: str, argv: list[str]) -> int:
     """Run stage `name` with `argv`, with the restore hint when DVC runs it."""
     if os.environ.get("DVC_STAGE"):
         errors.set_hint(restore_hint(name, Path(os.environ.get("DVC_ROOT", "."))))
-    module = launch.load(f"fmnist.stages.{name}")
+    module = launch.load(module_of(name))
     try:
         return launch.run(module.main, argv, name)
     except Exception:  # a bug: its traceback, then how to get back to where the user was
