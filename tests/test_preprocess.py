@@ -156,6 +156,28 @@ def test_bad_images_get_their_own_error_and_the_batch_is_answered(data, message)
     assert not pixels[1].any()
 
 
+def test_each_image_of_a_mixed_batch_gets_its_own_answer():
+    # Different images in different formats among ones that fail at each step: every answer
+    # lands at its own image's place, as that image alone gets it.
+    photo = product_photo(garment())
+    batch = [
+        encode(photo.rotate(90, expand=True), "JPEG", quality=95),
+        GOOD[:300],  # fails to decode
+        encode(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        b"",  # refused before decoding
+        encode(photo.convert("P", palette=Image.Palette.ADAPTIVE).rotate(180), "GIF"),
+        encode(photo.crop((0, 0, 150, 90)), "BMP"),
+        encode(photo, "JPEG")[:400],  # fails to decode
+    ]
+    pixels, errors = run(batch)
+    for image, got, error in zip(batch, pixels, errors):
+        alone_pixels, [alone_error] = run([image])
+        assert error == alone_error
+        np.testing.assert_array_equal(got, alone_pixels[0])
+    assert [bool(e) for e in errors] == [False, True, False, True, False, False, True]
+    assert len({p.tobytes() for p in pixels[[0, 2, 4, 5]]}) == 4  # four different images
+
+
 def test_a_blank_image_is_kept_whole_not_refused():
     pixels, errors = run([encode(Image.new("RGB", (50, 40), (255, 255, 255)))])
     assert errors == [""] and not pixels.any()  # white negated: black; the flag will say

@@ -108,8 +108,8 @@ def _size_outcome(width: tf.Tensor, height: tf.Tensor) -> tf.Tensor:
     )
 
 
-def _headers(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(outcome, width, height, is_jpeg) (N,) read from the headers, nothing decoded.
+def _headers(image_bytes: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """(outcome, width, height, is_jpeg, is_png) (N,) read from the headers, nothing decoded.
 
     Plain byte arithmetic on zero-padded copies of the first bytes, which cannot fail. A
     JPEG's size needs a parser that can (`tf.io.extract_jpeg_shape`): it is read with the
@@ -146,14 +146,16 @@ def _headers(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, t
         EMPTY,
         tf.where(known, _size_outcome(width, height), UNKNOWN_FORMAT),
     )
-    return outcome, width, height, is_jpeg
+    return outcome, width, height, is_jpeg, is_png
 
 
-def _decode(index: tf.Tensor, data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(index, (height, width) if a JPEG, the image as a serialized (H, W, 4) uint8 RGBA).
+def _decode(index: tf.Tensor, data: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """(index, (height, width) if a JPEG, the image as a serialized (H, W, 4) uint8 RGBA if a
+    PNG, as a serialized (H, W, 3) uint8 RGB if not).
 
     Raises on corrupt data: it runs inside `tf.data`, which drops the failing element. Kept
-    small on purpose: `tf.data` prepares this function again at every call.
+    small and without branches on purpose: both decoders run, the one that does not apply on a
+    tiny stand-in, because a `tf.cond` here costs more per image than that second decoding.
     """
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), _JPEG)
     jpeg_hw = tf.cast(tf.io.extract_jpeg_shape(tf.where(is_jpeg, data, _TINY_JPEG))[:2], tf.int64)
@@ -161,20 +163,24 @@ def _decode(index: tf.Tensor, data: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf
         tf.logical_not(is_jpeg), tf.equal(_size_outcome(jpeg_hw[1], jpeg_hw[0]), OK)
     )
     data = tf.where(allowed, data, _TINY_PNG)  # a JPEG too large or small is not decoded
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG)
+    rgba = tf.io.decode_png(tf.where(is_png, data, _TINY_PNG), channels=4)
+    rgb = tf.io.decode_image(
+        tf.where(is_png, _TINY_JPEG, data), channels=3, expand_animations=False
+    )
+    return index, jpeg_hw, tf.io.serialize_tensor(rgba), tf.io.serialize_tensor(rgb)
+
+
+def _parse_rgba(is_png: tf.Tensor, png: tf.Tensor, other: tf.Tensor) -> tf.Tensor:
+    """The decoded image as (H, W, 4) uint8 RGBA: a PNG's as decoded, another format's opaque."""
     rgba = tf.cond(
-        tf.equal(tf.strings.substr(data, 0, 8), _PNG),
-        lambda: tf.io.decode_png(data, channels=4),
+        is_png,
+        lambda: tf.io.parse_tensor(png, tf.uint8),
         lambda: tf.pad(
-            tf.io.decode_image(data, channels=3, expand_animations=False),
-            [[0, 0], [0, 0], [0, 1]],
-            constant_values=255,  # opaque
+            tf.io.parse_tensor(other, tf.uint8), [[0, 0], [0, 0], [0, 1]], constant_values=255
         ),
     )
-    return index, jpeg_hw, tf.io.serialize_tensor(rgba)
-
-
-def _parse_rgba(serialized: tf.Tensor) -> tf.Tensor:
-    return tf.ensure_shape(tf.io.parse_tensor(serialized, tf.uint8), (None, None, 4))
+    return tf.ensure_shape(rgba, (None, None, 4))
 
 
 def _gray(rgba: tf.Tensor) -> tf.Tensor:
@@ -261,29 +267,32 @@ BATCH_SPEC = tf.TensorSpec((None,), tf.string)
 
 def _decode_all(image_bytes: tf.Tensor, candidates: tf.Tensor):
     """Decode the images at indices `candidates`, each on its own: (decoded (N,) bool, JPEG
-    (height, width) (N, 2), serialized RGBA (N,)) for all N images, by index."""
+    (height, width) (N, 2), serialized RGBA of PNGs (N,), serialized RGB of the others (N,))
+    for all N images, by index."""
     n = tf.shape(image_bytes, out_type=tf.int64)[0]
     ds = tf.data.Dataset.from_tensor_slices((candidates, tf.gather(image_bytes, candidates)))
-    ds = ds.map(_decode).ignore_errors().batch(tf.maximum(n, 1))
+    ds = ds.map(_decode).ignore_errors()
+    # One element that cannot fail, last: the single batch below exists even when every image
+    # failed. (`Dataset.reduce` needs no such end, but prepares its reducing function again at
+    # every call: most of a one-photo request's time, docs/measurements.md.)
+    end = (tf.constant(-1, tf.int64), tf.zeros([2], tf.int64), tf.constant(""), tf.constant(""))
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(end))
+    ds = ds.batch(tf.size(candidates, out_type=tf.int64) + 1)
     options = tf.data.Options()
     # Each call builds this pipeline anew: no tuning thread to wait for when it is torn down
     # (see fmnist.training.inputs), no graph rewrites to pay for on every call.
     options.autotune.enabled = False
     options.experimental_optimization.apply_default_optimizations = False
-    ds = ds.with_options(options)
-
-    def collect(state, batch):
-        index, jpeg_hw, serialized = batch
-        where = index[:, None]
-        decoded, hw, data = state
-        return (
-            tf.tensor_scatter_nd_update(decoded, where, tf.ones_like(index, tf.bool)),
-            tf.tensor_scatter_nd_update(hw, where, jpeg_hw),
-            tf.tensor_scatter_nd_update(data, where, serialized),
-        )
-
-    start = (tf.zeros([n], tf.bool), tf.zeros([n, 2], tf.int64), tf.fill([n], ""))
-    return ds.reduce(start, collect)
+    index, *values = ds.with_options(options).get_single_element()
+    where = index[:-1, None]
+    starts = (
+        tf.zeros([n], tf.bool),
+        tf.zeros([n, 2], tf.int64),
+        tf.fill([n], ""),
+        tf.fill([n], ""),
+    )
+    updates = (tf.ones_like(index[:-1], tf.bool), *(v[:-1] for v in values))
+    return tuple(tf.tensor_scatter_nd_update(s, where, u) for s, u in zip(starts, updates))
 
 
 def images_to_pixels(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -293,25 +302,25 @@ def images_to_pixels(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     unaffected. Graph-safe: this is what the `serving_bytes` signature runs.
     """
     image_bytes = tf.reshape(image_bytes, [-1])
-    outcome, width, height, is_jpeg = _headers(image_bytes)
+    outcome, width, height, is_jpeg, is_png = _headers(image_bytes)
     candidates = tf.where(tf.equal(outcome, OK))[:, 0]
-    decoded, jpeg_hw, serialized = _decode_all(image_bytes, candidates)
+    decoded, jpeg_hw, png, other = _decode_all(image_bytes, candidates)
     width = tf.where(is_jpeg & decoded, jpeg_hw[:, 1], width)
     height = tf.where(is_jpeg & decoded, jpeg_hw[:, 0], height)
     outcome = tf.where(is_jpeg & decoded, _size_outcome(width, height), outcome)
     outcome = tf.where(tf.equal(outcome, OK) & tf.logical_not(decoded), CORRUPT, outcome)
 
     def convert(args):
-        ok, data = args
+        ok, is_png, png, other = args
         return tf.cond(
             ok,
-            lambda: fashion_mnist_pixels(_gray(_parse_rgba(data))),
+            lambda: fashion_mnist_pixels(_gray(_parse_rgba(is_png, png, other))),
             lambda: tf.zeros((IMAGE_SIZE, IMAGE_SIZE, 1), tf.uint8),
         )
 
     pixels = tf.map_fn(
         convert,
-        (tf.equal(outcome, OK), serialized),
+        (tf.equal(outcome, OK), is_png, png, other),
         fn_output_signature=tf.TensorSpec((IMAGE_SIZE, IMAGE_SIZE, 1), tf.uint8),
     )
     return pixels, _messages(outcome, width, height)
