@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import fmnist
 from fmnist import cli
@@ -66,3 +69,49 @@ def test_the_top_level_help_lists_every_command():
     assert proc.returncode == 0 and proc.stdout.startswith("usage: fmnist ")
     for name, (_, summary) in cli.COMMANDS.items():
         assert name in proc.stdout and summary.split()[0] in proc.stdout
+
+
+# The one command that runs a model: it imports TensorFlow as it starts.
+MODEL_COMMANDS = {"predict"}
+
+
+def first_to_load_tensorflow(*argvs: list[str]) -> str | None:
+    """Run `fmnist ARGV` for each of `argvs` in turn in one fresh Python; the first whose run
+    imported TensorFlow or Keras, or None."""
+    script = (
+        "import sys\n"
+        "from fmnist import cli\n"
+        f"for argv in {list(argvs)!r}:\n"
+        "    try:\n"
+        "        cli.main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, (argv, exc.code)\n"
+        "    if {'tensorflow', 'keras'} & {name.split('.')[0] for name in sys.modules}:\n"
+        "        print('TensorFlow after:', *argv, file=sys.stderr)\n"
+        "        break\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    marked = [line for line in proc.stderr.splitlines() if line.startswith("TensorFlow after: ")]
+    return marked[0].removeprefix("TensorFlow after: ") if marked else None
+
+
+def test_a_command_that_runs_no_model_starts_without_tensorflow(tmp_path):
+    # Importing TensorFlow and Keras takes seconds: a command that reads files, renders a spec
+    # or moves tags answers, or fails, before that would be done.
+    helps = [[name, "--help"] for name in cli.COMMANDS if name not in MODEL_COMMANDS]
+    # The model commands last, to show that the check sees TensorFlow once it is imported.
+    models = [[name, "--help"] for name in sorted(MODEL_COMMANDS)]
+    assert first_to_load_tensorflow(*helps, *models) == " ".join(models[0])
+    image = tmp_path / "shirt.png"
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(image)
+    request = ["request", str(image), "--out", str(tmp_path / "body.json")]
+    assert first_to_load_tensorflow(request) is None
+    assert json.loads((tmp_path / "body.json").read_text()) == {
+        "instances": [np.full((28, 28, 1), 128).tolist()]
+    }

@@ -18,7 +18,7 @@ import helpers
 from fmnist.dataset import encode_csv, encode_idx, load_split
 from fmnist.errors import ImageError
 from fmnist.serving import signatures, synthetic
-from fmnist.tools import predict
+from fmnist.tools import image_files, predict
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def save_png(path, array, mode="L"):
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_a_grayscale_image_is_read_as_its_pixels(tmp_path, images, suffix):
     path = save_png(tmp_path / f"a{suffix}", images[0])
-    labels, got = predict.read_inputs(path)
+    labels, got = image_files.read_inputs(path)
     assert labels == [str(path)] and got.shape == (1, 28, 28) and got.dtype == np.uint8
     if suffix == ".png":  # lossless
         np.testing.assert_array_equal(got[0], images[0])
@@ -58,7 +58,7 @@ def test_bad_images_are_refused_naming_the_file(tmp_path, images, make, message)
     path = tmp_path / "bad.png"
     make(path, images[0])
     with pytest.raises(ImageError) as err:
-        predict.read_inputs(path)
+        image_files.read_inputs(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
 
@@ -70,7 +70,7 @@ def test_npy_in_every_documented_shape(tmp_path, images):
         ("batch_c.npy", images[..., None], 5),
     ):
         np.save(tmp_path / name, array)
-        labels, got = predict.read_inputs(tmp_path / name)
+        labels, got = image_files.read_inputs(tmp_path / name)
         assert len(labels) == count and got.shape == (count, 28, 28), name
     np.testing.assert_array_equal(got, images)
     assert labels[1] == f"{tmp_path / 'batch_c.npy'}[1]"
@@ -93,7 +93,7 @@ def test_bad_npy_is_refused(tmp_path, array, message):
     path = tmp_path / "bad.npy"
     np.save(path, array, allow_pickle=True)
     with pytest.raises(ImageError, match=r"bad\.npy: ") as err:
-        predict.read_inputs(path)
+        image_files.read_inputs(path)
     assert message in str(err.value)
 
 
@@ -102,26 +102,26 @@ def test_idx_plain_and_gzipped_and_truncated(tmp_path, images):
     (tmp_path / "imgs-idx3-ubyte").write_bytes(blob)
     (tmp_path / "imgs-idx3-ubyte.gz").write_bytes(gzip.compress(blob))
     for name in ("imgs-idx3-ubyte", "imgs-idx3-ubyte.gz"):
-        np.testing.assert_array_equal(predict.read_inputs(tmp_path / name)[1], images)
+        np.testing.assert_array_equal(image_files.read_inputs(tmp_path / name)[1], images)
     (tmp_path / "cut-idx3-ubyte").write_bytes(blob[:-10])
     with pytest.raises(ImageError, match=r"cut-idx3-ubyte: truncated"):
-        predict.read_inputs(tmp_path / "cut-idx3-ubyte")
+        image_files.read_inputs(tmp_path / "cut-idx3-ubyte")
     (tmp_path / "labels-idx1-ubyte").write_bytes(encode_idx(np.zeros(5, np.uint8)))
     with pytest.raises(ImageError, match="expected 3"):
-        predict.read_inputs(tmp_path / "labels-idx1-ubyte")
+        image_files.read_inputs(tmp_path / "labels-idx1-ubyte")
 
 
 def test_kaggle_csv_rows(tmp_path, images):
     path = tmp_path / "rows.csv"
     path.write_bytes(encode_csv(images, np.arange(5, dtype=np.uint8)))
-    labels, got = predict.read_inputs(path)
+    labels, got = image_files.read_inputs(path)
     np.testing.assert_array_equal(got, images)
     assert labels[4] == f"{path}[4]"
     frame = pd.read_csv(path)
     frame.iloc[2, 7] = 300
     frame.to_csv(path, index=False)
     with pytest.raises(ImageError, match=r"rows\.csv: row 3, column 'pixel7': pixel 300"):
-        predict.read_inputs(path)
+        image_files.read_inputs(path)
 
 
 def test_top_k_orders_by_probability_and_table_shows_names():
@@ -140,10 +140,10 @@ def test_directories_are_searched_recursively_by_extension(tmp_path, images):
     (tmp_path / "a/b").mkdir(parents=True)
     for name in ("a/1.png", "a/b/2.JPG", "a/b/3.webp", "a/notes.txt", "a/b/4.jpeg"):
         (tmp_path / name).write_bytes(b"x")
-    found = predict.expand([tmp_path / "a", tmp_path / "x.npy"], predict.IMAGE_SUFFIXES)
+    found = image_files.expand([tmp_path / "a", tmp_path / "x.npy"], image_files.IMAGE_SUFFIXES)
     names = [str(p.relative_to(tmp_path)) for p in found]
     assert names == ["a/1.png", "a/b/2.JPG", "a/b/4.jpeg", "x.npy"]
-    photos = predict.expand([tmp_path / "a"], predict.PREPROCESS_SUFFIXES)
+    photos = image_files.expand([tmp_path / "a"], image_files.PREPROCESS_SUFFIXES)
     assert "a/b/3.webp" in [str(p.relative_to(tmp_path)) for p in photos]
 
 
@@ -151,13 +151,13 @@ def test_every_file_is_read_and_the_bad_ones_are_recorded_not_raised(tmp_path, i
     good = save_png(tmp_path / "good.png", images[0])
     rgb = save_png(tmp_path / "colour.png", images[0], "RGB")
     np.save(tmp_path / "two.npy", images[:2])
-    got = predict.read_all([good, rgb, tmp_path / "missing.png", tmp_path / "two.npy"], False)
+    got = image_files.read_all([good, rgb, tmp_path / "missing.png", tmp_path / "two.npy"], False)
     assert got.order == [str(good), str(rgb), str(tmp_path / "missing.png"),
                          f"{tmp_path / 'two.npy'}[0]", f"{tmp_path / 'two.npy'}[1]"]  # fmt: skip
     assert set(got.errors) == {str(rgb), str(tmp_path / "missing.png")}
     assert got.errors[str(tmp_path / "missing.png")] == "no such file or directory"
     assert sum(len(a) for a in got.pixel_arrays) == 3
-    with_photos = predict.read_all([good, rgb], preprocess=True)
+    with_photos = image_files.read_all([good, rgb], preprocess=True)
     assert with_photos.encoded == [str(good), str(rgb)] and not with_photos.errors
 
 

@@ -39,7 +39,7 @@ import yaml
 from fmnist import atomic
 from fmnist.errors import ImageError, PipelineError, report_errors
 from fmnist.serving import layout
-from fmnist.tools import predict, registry, write_or_print
+from fmnist.tools import image_files, registry, write_or_print
 
 # Vertex AI's prebuilt TensorFlow prediction image (CPU). The SavedModel is written by this
 # project's TensorFlow: serve it with a container of that version or the nearest one offered.
@@ -267,7 +267,7 @@ def request_main(argv: list[str] | None = None) -> int:
         body = bytes_request(files, args.columnar)
     else:
         try:
-            images = np.concatenate([predict.read_inputs(path)[1] for path in args.files])
+            images = np.concatenate([image_files.read_inputs(path)[1] for path in args.files])
         except ImageError as exc:
             raise PipelineError(f"{exc} (or send it to serving_bytes)") from None
         body = pixel_request(images, args.signature, args.columnar)
