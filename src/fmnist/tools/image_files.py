@@ -1,9 +1,9 @@
 """Reading the files a user gives a model: image files, IDX, Kaggle-style CSV and `.npy` arrays,
 as uint8 pixels (N, 28, 28), each file that cannot be used named with why.
 
-Without TensorFlow, so that the commands that only read inputs (`fmnist request`, for a
-predict request body) start in about a second rather than the several that importing
-TensorFlow and Keras takes; `fmnist predict` reads its inputs here too.
+Without TensorFlow, so that a command that only reads inputs (`fmnist request`, which writes a
+predict request's body) does not wait for TensorFlow and Keras to load (docs/development.md);
+`fmnist predict` reads its inputs here too.
 """
 
 from __future__ import annotations
