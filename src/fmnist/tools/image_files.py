@@ -120,7 +120,7 @@ def read_csv(path: Path) -> np.ndarray:
     return images
 
 
-def check_file(path: Path) -> None:
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise ImageError(f"{path}: no such file or directory")
     if path.stat().st_size > MAX_FILE_BYTES:
@@ -129,7 +129,7 @@ def check_file(path: Path) -> None:
 
 def read_inputs(path: Path) -> Batch:
     """Every image in the file at `path`, as pixels, with a label for each."""
-    check_file(path)
+    _check_file(path)
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return [str(path)], read_image(path)
@@ -184,7 +184,7 @@ def read_all(paths: list[Path], preprocess: bool) -> Inputs:
     for path in paths:
         try:
             if preprocess and path.suffix.lower() in PREPROCESS_SUFFIXES:
-                check_file(path)
+                _check_file(path)
                 data = path.read_bytes()
                 got.encoded.append(str(path))
                 got.encoded_bytes.append(data)
