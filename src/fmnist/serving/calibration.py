@@ -9,9 +9,6 @@ from the test split with other seeds and three families the threshold never saw 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -31,17 +28,12 @@ HELD_OUT_SEED = 2
 _SAMPLE_SEED = 0
 
 
-@functools.cache
-def _to_pixels() -> Callable:
-    return tf.function(preprocess.images_to_pixels, input_signature=[preprocess.BATCH_SPEC])
-
-
 def preprocessed(photos: list[bytes]) -> np.ndarray:
     """Encoded photos brought back to (N, 28, 28) pixels by the bytes signature's
     preprocessing: what a served photo looks like to the network."""
     if not photos:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    pixels, errors = _to_pixels()(tf.constant(photos))
+    pixels, errors = preprocess.to_pixels(tf.constant(photos))
     bad = [e.decode() for e in errors.numpy() if e]
     if bad:
         raise RuntimeError(f"a synthetic photo could not be preprocessed: {bad[0]}")

@@ -214,7 +214,7 @@ def export_saved_model(
         return _answers(*run_averaged(images), images, detector)
 
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixels, errors = preprocess.images_to_pixels(image_bytes)
+        pixels, errors = preprocess.to_pixels(image_bytes)
         return _refused(serve(pixels), errors)
 
     # Every variable the signatures read, once, in a fixed order: the network's, then those of
