@@ -16,7 +16,7 @@ from PIL import Image
 from fmnist.serving import preprocess, synthetic
 from helpers import png_header
 
-TO_PIXELS = tf.function(preprocess.images_to_pixels, input_signature=[preprocess.BATCH_SPEC])
+TO_PIXELS = preprocess.to_pixels
 FEW = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
