@@ -81,8 +81,8 @@ def calibrate(
         "test_photos": test_photos,
         **{("held_out", name): x for name, x in held_out_sets.items()},
     }
-    # Every image through the network in one `predict`: a call costs about a tenth of a second
-    # however few its images, and there are two dozen groups.
+    # Every image through the network in one `predict`, not one per group: each call pays
+    # Keras' set-up again, and there are 27 groups (docs/measurements.md).
     probs, features = features_of(model, np.concatenate(list(groups.values())))
     starts = np.cumsum([0, *(len(x) for x in groups.values())])
     rows = {group: slice(a, b) for group, a, b in zip(groups, starts[:-1], starts[1:])}

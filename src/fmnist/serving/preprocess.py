@@ -155,7 +155,8 @@ def _decode(index: tf.Tensor, data: tf.Tensor) -> tuple[tf.Tensor, ...]:
 
     Raises on corrupt data: it runs inside `tf.data`, which drops the failing element. Kept
     small and without branches on purpose: both decoders run, the one that does not apply on a
-    tiny stand-in, because a `tf.cond` here costs more per image than that second decoding.
+    tiny stand-in, because a `tf.cond` here cost more than that second decoding on a batch and
+    on a PNG (a little less on one JPEG: docs/measurements.md).
     """
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), _JPEG)
     jpeg_hw = tf.cast(tf.io.extract_jpeg_shape(tf.where(is_jpeg, data, _TINY_JPEG))[:2], tf.int64)
@@ -327,5 +328,7 @@ def images_to_pixels(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 # `images_to_pixels` traced once per process and shared: the bytes signature calls it, and so
-# does calibrating the out-of-distribution detector, where tracing (with autograph) took seconds.
-to_pixels = tf.function(images_to_pixels, input_signature=[BATCH_SPEC])
+# does calibrating the out-of-distribution detector. Without autograph, which would convert
+# this module's code for nothing (its branches are `tf.cond` and `tf.where` already): its
+# tracing took three times as long (docs/measurements.md).
+to_pixels = tf.function(images_to_pixels, input_signature=[BATCH_SPEC], autograph=False)
