@@ -37,8 +37,8 @@ repro: venv dataset ## the main job: the environment and the dataset, then `dvc 
 test: venv lint ## lint, then the whole test suite (offline), one worker per core
 	python -m pytest -n auto --dist loadfile --durations=30
 
-test-fast: venv ## unit and contract tests only: no training, no dvc runs (about a minute)
-	python -m pytest -m "not slow"
+test-fast: venv ## unit and contract tests only: no training, no dvc runs (a few minutes)
+	python -m pytest -m "not slow" -n auto --dist loadfile
 
 lint: venv ## lint only (code, and the CI workflows against GitHub's schema)
 	python -m ruff check .
