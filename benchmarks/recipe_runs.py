@@ -1,8 +1,9 @@
 """Accuracy and wall time of each named recipe on the real data, as DVC experiments.
 
 Runs `dvc exp run -n bench-<recipe>[-seed<N>] $(fmnist recipe <recipe>) [-S train.seed=<N>]`
-for each recipe (and seed) in turn, each from the same params.yaml (a workspace experiment
-leaves its params behind, and a recipe sets only the keys it names), and prints a table from
+for each recipe (and seed) in turn, each from the params.yaml of the checked-out commit (a
+workspace experiment leaves its params behind, and a recipe sets only the keys it names: an
+earlier `-S train.precision=float32` would otherwise carry over), and prints a table from
 the experiments' own metrics, with the mean and standard deviation of each recipe run with
 several seeds, the machine and its speed probe before and after. Each run trains on the full
 dataset: minutes to tens of minutes per recipe on a laptop CPU. Run from the repository root:
@@ -18,10 +19,11 @@ from each stage's start to the next one's (DVC's own work for the stage included
 draws each run's validation accuracy (one view, the per-epoch log) against its training
 seconds: the time-to-accuracy curves.
 
-The workspace ends as DVC leaves it after an experiment: holding the last run's params and
-outputs (`dvc exp show` lists them all; `dvc exp apply` picks one). A rerun of params DVC has
-seen before trains again: the stages keep their run records in git as plain outputs, which
-turns DVC's run cache off for them (docs/pipeline.md).
+Where the workspace's params.yaml differs from HEAD's, it names the keys as it starts and does
+not use them: pass them with `-S` to measure them. The workspace ends as DVC leaves it after an
+experiment: holding the last run's params and outputs (`dvc exp show` lists them all; `dvc exp
+apply` picks one). A rerun of params DVC has seen before trains again: the stages keep their run
+records in git as plain outputs, which turns DVC's run cache off for them (docs/pipeline.md).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import yaml
 import curves
 import machine
 from fmnist.errors import report_errors
+from fmnist.git import git_show
+from fmnist.params import flatten
 from fmnist.tools.recipe import add_set_option, load_recipes, set_arguments
 from fmnist.training import history
 
@@ -84,6 +88,24 @@ def check_names_are_free(names: list[str]) -> None:
             f"experiments {', '.join(taken)} already exist on this commit: remove them first "
             f"(dvc exp remove {' '.join(taken)}), or commit, and run again"
         )
+
+
+def committed_params() -> str:
+    """HEAD's params.yaml, which every run starts from; names the settings the workspace's
+    differs in, which the runs will not use."""
+    committed = git_show(".", "HEAD", "./params.yaml")
+    if committed is None:
+        raise SystemExit("params.yaml is not committed: commit it, and run again")
+    workspace, head = (flatten(yaml.safe_load(text)) for text in (PARAMS.read_text(), committed))
+    changed = sorted(
+        key for key in workspace.keys() | head.keys() if workspace.get(key) != head.get(key)
+    )
+    if changed:
+        print(
+            f"the runs start from HEAD's params.yaml, not the workspace's, which differs in "
+            f"{', '.join(changed)} (pass those with -S to measure them)"
+        )
+    return committed
 
 
 def stage_seconds(starts: list[tuple[str, float]], end: float) -> dict[str, float]:
@@ -198,7 +220,7 @@ def main() -> None:
         raise SystemExit(f"unknown recipe(s) {', '.join(unknown)}; `fmnist recipe` lists them")
     seeds = args.seeds or [None]
     check_names_are_free([experiment_name(name, seed) for name in args.names for seed in seeds])
-    base = PARAMS.read_text()
+    workspace, base = PARAMS.read_text(), committed_params()
     probe = machine.speed_probe()
     runs = []
     try:
@@ -207,7 +229,7 @@ def main() -> None:
                 PARAMS.write_text(base)  # every run starts from the same params
                 runs.append(experiment(name, seed, table, args.set, args.fresh))
     except BaseException:
-        PARAMS.write_text(base)  # a failed or stopped run leaves the params as they were
+        PARAMS.write_text(workspace)  # a failed or stopped run leaves the params as they were
         raise
     print(f"\nmachine: {machine.describe()}; speed probe before the runs {probe:.2f} s\n")
     print_table(runs)

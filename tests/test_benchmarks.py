@@ -14,6 +14,7 @@ import shutil
 import sys
 
 import pytest
+import yaml
 
 from fmnist.model import architectures
 from helpers import ROOT, dvc, git, recipe_params, run
@@ -66,10 +67,18 @@ def test_recipes_benchmark_runs_each_recipe_from_the_same_params_and_never_clobb
     shutil.copy(ROOT / "recipes.yaml", tiny_repo / "recipes.yaml")
     git("add", "recipes.yaml", cwd=tiny_repo)
     git("commit", "-qm", "recipes", cwd=tiny_repo)
+    # A setting left in the workspace by an earlier experiment is named, and not used.
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    committed_smoothing = params["train"]["label_smoothing"]
+    params["train"]["label_smoothing"] = 0.3
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params))
     # notebook first: a workspace experiment leaves its params behind, and `default` sets none.
     cmd = [sys.executable, str(BENCHMARKS / "recipe_runs.py"), "notebook", "default"]
     cmd += ["--seeds", "5", "-S", "train.epochs=2", "--plot", "curves.png"]
     proc = run(cmd, cwd=tiny_repo, env=ENV)
+    assert "not the workspace's, which differs in train.label_smoothing (" in proc.stdout
+    last_run = yaml.safe_load((tiny_repo / "params.yaml").read_text())["train"]
+    assert last_run["label_smoothing"] == committed_smoothing
 
     rows = table_rows(proc.stdout)
     assert [(r["recipe"], r["seed"], r["epochs"]) for r in rows] == [
