@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import helpers
-from fmnist import atomic
+from fmnist import atomic, processes
 from fmnist.training import history
 from helpers import dvc
 
@@ -169,6 +169,20 @@ def test_the_next_write_of_a_path_removes_what_a_killed_writer_of_it_left(tmp_pa
     assert left.startswith(".eval.json.bak.")  # another path's: its next write removes it
     atomic.write_text(out / "eval.json.bak", "done")
     assert names(out) == ["eval.json", "eval.json.bak"]
+
+
+def test_a_write_removes_a_killed_writers_sibling_whose_pid_a_later_process_has(tmp_path):
+    """PIDs are reused: a sibling last written before the process now holding its PID started
+    is that process's only by number, and goes; one written since is left to it."""
+    target = tmp_path / "eval.json"
+    me, started = os.getpid(), processes.start_time(os.getpid())
+    stale = tmp_path / f".eval.json.{atomic._machine()}-{me}-q1w2e3r4.tmp"
+    live = tmp_path / f".eval.json.{atomic._machine()}-{me}-a1s2d3f4.tmp"
+    stale.mkdir(), live.mkdir()
+    os.utime(stale, (started - 3600, started - 3600))  # an hour before this process started
+
+    atomic.write_json(target, {"accuracy": 0.9})
+    assert names(tmp_path) == [live.name, "eval.json"]
 
 
 def test_a_write_leaves_what_a_writer_on_another_machine_left_alone(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 import helpers
+from fmnist import processes
 from fmnist.errors import ParamsError
 from fmnist.tools import tune
 from fmnist.tools.recipe import parse_set_options
@@ -221,12 +222,21 @@ def test_a_killed_runs_trial_is_failed_then_run_again_once_at_its_point():
     live = study.ask()
     live.set_user_attr("host", socket.gethostname())
     live.set_user_attr("pid", os.getpid())  # still running: left alone
-    assert tune.fail_dead_local_trials(study, storage) == [cut.number]
-    assert tune.retry_interrupted(study) == [cut.number]
+    # A trial whose PID a process started after the trial's own start has taken: dead too.
+    reused = study.ask({"model.dropout": optuna.distributions.FloatDistribution(0, 0.5)})
+    reused.set_user_attr("host", socket.gethostname())
+    time.sleep(processes.START_SLACK_S + 0.5)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as later:
+        reused.set_user_attr("pid", later.pid)
+        try:
+            assert tune.fail_dead_local_trials(study, storage) == [cut.number, reused.number]
+        finally:
+            later.kill()
+    assert tune.retry_interrupted(study) == [cut.number, reused.number]
     assert tune.retry_interrupted(study) == []  # once
-    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert waiting.system_attrs["fixed_params"] == cut.params
-    assert waiting.user_attrs["retry_of"] == cut.number
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [w.system_attrs["fixed_params"] for w in waiting] == [cut.params, reused.params]
+    assert [w.user_attrs["retry_of"] for w in waiting] == [cut.number, reused.number]
     assert study.trials[live.number].state == optuna.trial.TrialState.RUNNING
 
 

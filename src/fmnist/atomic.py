@@ -6,8 +6,9 @@ could cache or a later stage could read. Everything is written to a temporary si
 into place with `os.replace`, which is atomic on one filesystem. A process killed mid-write
 (SIGKILL, a lost machine) cannot clean up after itself: its temporary sibling carries its machine
 and PID, and the next write of the same path on that machine removes the siblings of writers that
-are no longer running there. A PID means nothing on another machine, so another machine's
-siblings on a shared filesystem are left to it.
+are no longer running there (a later process that reuses the PID does not keep one). A PID
+means nothing on another machine, so another machine's siblings on a shared filesystem are left
+to it.
 """
 
 from __future__ import annotations
@@ -65,8 +66,14 @@ def _clear_abandoned(path: Path) -> None:
         if not match or match["machine"] not in (None, _machine()):
             continue
         pid = match["pid"] or match["old_pid"]
+        try:
+            # Its writer started before it last wrote to the sibling; a process with its PID
+            # that started later is not that writer.
+            written = sibling.stat().st_mtime
+        except OSError:  # removed meanwhile by another writer of the path
+            continue
         # A sibling named before siblings carried a PID has no writer left.
-        if pid is None or not processes.running(int(pid)):
+        if pid is None or not processes.running(int(pid), started_by=written):
             shutil.rmtree(sibling, ignore_errors=True)
 
 

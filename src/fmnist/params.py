@@ -12,7 +12,7 @@ keys, "did you mean", the default of a missing key). It also owns dotted keys (`
 `with_overrides`), as `dvc exp run -S train.epochs=5` spells them.
 
 Its `main` only validates: the `params` stage of `dvc.yaml` runs it on every change to the file
-(`python -m fmnist.stages params params.yaml`), as does `fmnist params` and `python -m
+(`python -m fmnist.stages params params.yaml`), as do `fmnist params` and `python -m
 fmnist.params`. `--schema` prints the JSON Schema.
 """
 

@@ -383,8 +383,13 @@ def fail_dead_local_trials(study, storage) -> list[int]:
 
     host, failed = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") == host and pid and not processes.running(pid):
+        pid, began = trial.user_attrs.get("pid"), trial.datetime_start
+        started_by = began.timestamp() if began else None  # a reused PID started later
+        if (
+            trial.user_attrs.get("host") == host
+            and pid
+            and not processes.running(pid, started_by=started_by)
+        ):
             storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
