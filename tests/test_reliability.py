@@ -178,7 +178,8 @@ def test_a_write_removes_a_killed_writers_sibling_whose_pid_a_later_process_has(
     me, started = os.getpid(), processes.start_time(os.getpid())
     stale = tmp_path / f".eval.json.{atomic._machine()}-{me}-q1w2e3r4.tmp"
     live = tmp_path / f".eval.json.{atomic._machine()}-{me}-a1s2d3f4.tmp"
-    stale.mkdir(), live.mkdir()
+    stale.mkdir()
+    live.mkdir()
     os.utime(stale, (started - 3600, started - 3600))  # an hour before this process started
 
     atomic.write_json(target, {"accuracy": 0.9})
