@@ -90,16 +90,14 @@ def check_names_are_free(names: list[str]) -> None:
         )
 
 
-def committed_params() -> str:
-    """HEAD's params.yaml, which every run starts from; names the settings the workspace's
-    differs in, which the runs will not use."""
+def committed_params(workspace: str) -> str:
+    """HEAD's params.yaml, which every run starts from; names the settings the `workspace`'s
+    params.yaml differs in, which the runs will not use."""
     committed = git_show(".", "HEAD", "./params.yaml")
     if committed is None:
         raise SystemExit("params.yaml is not committed: commit it, and run again")
-    workspace, head = (flatten(yaml.safe_load(text)) for text in (PARAMS.read_text(), committed))
-    changed = sorted(
-        key for key in workspace.keys() | head.keys() if workspace.get(key) != head.get(key)
-    )
+    ours, head = (flatten(yaml.safe_load(text)) for text in (workspace, committed))
+    changed = sorted(key for key in ours.keys() | head.keys() if ours.get(key) != head.get(key))
     if changed:
         print(
             f"the runs start from HEAD's params.yaml, not the workspace's, which differs in "
@@ -220,7 +218,8 @@ def main() -> None:
         raise SystemExit(f"unknown recipe(s) {', '.join(unknown)}; `fmnist recipe` lists them")
     seeds = args.seeds or [None]
     check_names_are_free([experiment_name(name, seed) for name in args.names for seed in seeds])
-    workspace, base = PARAMS.read_text(), committed_params()
+    workspace = PARAMS.read_text()
+    base = committed_params(workspace)
     probe = machine.speed_probe()
     runs = []
     try:
