@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,6 +77,17 @@ def test_figures_are_pngs():
         figures.sample_grid(images, labels, 2),
     ]
     assert all(p[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_training_curves_without_a_log_say_so_and_warn_nothing(monkeypatch):
+    """A model trained outside the pipeline has no DVCLive history (an empty --live-dir)."""
+    drawn = []
+    monkeypatch.setattr(figures, "_png", lambda fig: drawn.append(fig) or b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels" before
+        figures.training_curves(pd.DataFrame())
+    texts = [[t.get_text() for t in ax.texts] for ax in drawn[0].axes]
+    assert texts == [["no training log"], ["no training log"]]
 
 
 def test_the_training_sample_is_fixed_distinct_and_in_order():

@@ -73,7 +73,10 @@ def training_curves(log: pd.DataFrame) -> bytes:
         ax.set_ylabel(metric.capitalize())
         ax.set_title(f"Model {metric}")
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
+        else:  # a model trained elsewhere: say so rather than draw empty axes
+            ax.text(0.5, 0.5, "no training log", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return _png(fig)
 

@@ -24,8 +24,9 @@ def start_time(pid: int) -> float | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         uptime = float(Path("/proc/uptime").read_text().split()[0])
-        # The fields after the command name, which is in parentheses and may hold either: the
-        # 22nd field of the line, the start in clock ticks since boot, is the 20th of these.
+        # The fields after the command name, which is in parentheses and may itself hold spaces
+        # and parentheses: the 22nd field of the line, the start in clock ticks since boot, is
+        # the 20th of these.
         ticks = int(stat.rpartition(")")[2].split()[19])
     except (OSError, IndexError, ValueError):
         return None
