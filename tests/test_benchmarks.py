@@ -155,6 +155,44 @@ def test_candidates_benchmark_logs_a_runs_curve_and_view_scores_and_reports_them
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
+def test_candidates_distil_a_teacher_towards_its_probabilities_mixed_with_the_labels(
+    reproduced_repo, tmp_path
+):
+    check = """
+import numpy as np, candidates
+from fmnist.model import architectures
+from fmnist.params import ModelParams
+from fmnist.training import inputs
+pixels = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+labels = np.arange(16) % 10
+teacher = architectures.build(ModelParams(filters=(4, 6, 8)))
+probs = teacher.predict(inputs.preprocess(pixels), verbose=0)
+only = candidates.distillation_targets(teacher, pixels, labels, 1.0, 0.1)
+none = candidates.distillation_targets(teacher, pixels, labels, 0.0, 0.1)
+half = candidates.distillation_targets(teacher, pixels, labels, 0.5, 0.0)
+assert np.allclose(only, probs, atol=1e-6)
+assert np.allclose(none.max(axis=1), 0.91) and (none.argmax(axis=1) == labels).all()
+assert np.allclose(half, (probs + np.eye(10)[labels]) / 2, atol=1e-6)
+assert np.allclose(half.sum(axis=1), 1.0, atol=1e-5)
+print("targets agree")
+"""
+    assert "targets agree" in run([sys.executable, "-c", check], cwd=tmp_path, env=ENV).stdout
+    log = tmp_path / "runs.jsonl"
+    teacher = reproduced_repo / "models" / "model.keras"
+    cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "kd", "-S", "train.epochs=1"]
+    cmd += ["--teacher", str(teacher), "--teacher-weight", "0.7", "--log", str(log)]
+    run([*cmd, "--data", str(reproduced_repo / "data" / "prepared")], cwd=ROOT, env=ENV)
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (record["teacher"], record["teacher_weight"]) == (str(teacher), 0.7)
+    assert record["teacher_seconds"] > 0 and len(record["val_accuracy"]) == 1
+    # Validation keeps the true labels: its one-view score is the final network's.
+    assert record["scores"]["val 1 view"] == pytest.approx(record["val_accuracy"][0], abs=1e-6)
+    report = [sys.executable, str(BENCHMARKS / "candidates.py"), "--report", "--log", str(log)]
+    row = table_row(run(report, cwd=ROOT, env=ENV).stdout)
+    assert row["settings"].endswith(f"--teacher {teacher} --teacher-weight 0.7")
+
+
 def test_candidates_report_of_a_missing_log_is_one_line(tmp_path, monkeypatch):
     # As a reader runs it: without this suite's log level, so TensorFlow's start-up lines
     # would show here if the benchmarks did not hold them back as the stages do.
@@ -236,6 +274,7 @@ OWN_CHECKOUT = {
     "arch_speed.py c16@128/0": (2, "the batch must be a positive multiple of the replicas"),
     "arch_speed.py c16@128/3": (2, "the batch must be a positive multiple of the replicas"),
     "arch_speed.py c16 --rounds 0": (2, "--rounds and --images must be at least 1"),
+    "candidates.py kd --teacher-weight 1.5": (2, "--teacher-weight must be between 0 and 1"),
 }
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import helpers
 from fmnist import figures
 from fmnist.dataset import NUM_CLASSES
 from fmnist.errors import ParamsError
@@ -88,6 +89,18 @@ def test_training_curves_without_a_log_say_so_and_warn_nothing(monkeypatch):
         figures.training_curves(pd.DataFrame())
     texts = [[t.get_text() for t in ax.texts] for ax in drawn[0].axes]
     assert texts == [["no training log"], ["no training log"]]
+
+
+def test_a_missing_training_log_directory_is_one_error_line(tmp_path, capsys):
+    """A mistyped --live-dir stops the stage; it does not pass as "no training log"."""
+    missing = tmp_path / "metrics" / "trian"
+    argv = ["--params", str(helpers.ROOT / "params.yaml"), "--live-dir", str(missing)]
+    argv += ["--model", str(tmp_path / "model.keras"), "--metrics", str(tmp_path / "eval.json")]
+    assert evaluate.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --live-dir {missing}: no such directory")
+    assert "Traceback" not in err
+    assert not (tmp_path / "eval.json").exists()
 
 
 def test_the_training_sample_is_fixed_distinct_and_in_order():

@@ -22,7 +22,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from fmnist import atomic, figures, provenance
 from fmnist.dataset import CLASS_NAMES, NUM_CLASSES, SPLIT_NAMES, Split, load_split
-from fmnist.errors import ParamsError, report_errors
+from fmnist.errors import ParamsError, PipelineError, report_errors
 from fmnist.model import saving, tta
 from fmnist.params import EvaluateParams, load_params
 from fmnist.training import history, inputs
@@ -178,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     p = params.evaluate
+    if not args.live_dir.is_dir():
+        # A typo would otherwise pass as "no training log" on the curves' panels.
+        raise PipelineError(
+            f"--live-dir {args.live_dir}: no such directory: name train's DVCLive log "
+            "(metrics/train in the pipeline), or an empty directory for a model trained elsewhere"
+        )
     model = saving.load_model(args.model)
     splits = {name: load_split(args.data / f"{name}.npz") for name in SPLIT_NAMES}
     result = evaluate(model, splits, history.read_history(args.live_dir), p)
