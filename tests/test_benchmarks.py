@@ -193,6 +193,22 @@ print("targets agree")
     assert row["settings"].endswith(f"--teacher {teacher} --teacher-weight 0.7")
 
 
+@pytest.mark.slow
+def test_tta_view_sets_score_the_shipped_views_as_the_shipped_wrapping_does(reproduced_repo):
+    """The set `tta_shift 1` of `--view-sets` is built view by view from the 5x5 grid; it must
+    score what the model wrapped with `model.tta_flip` and `tta_shift: 1` scores."""
+    model = reproduced_repo / "models" / "model.keras"
+    script = [sys.executable, str(BENCHMARKS / "tta.py"), str(model)]
+    script += ["--data", str(reproduced_repo / "data" / "prepared")]
+    sets = table_rows(run([*script, "--view-sets"], cwd=ROOT, env=ENV).stdout)
+    assert [row["count"] for row in sets] == ["1", "2", "6", "6", "10", "18", "18", "50"]
+    [shipped] = [row for row in sets if row["views"].endswith("(tta_shift 1)")]
+    wrapped = table_rows(run([*script, "--settings", "0:0", "1:1"], cwd=ROOT, env=ENV).stdout)
+    assert [row["views"] for row in wrapped] == ["1", "10"]
+    for split in ("val accuracy", "test accuracy"):
+        assert (sets[0][split], shipped[split]) == (wrapped[0][split], wrapped[1][split])
+
+
 def test_candidates_report_of_a_missing_log_is_one_line(tmp_path, monkeypatch):
     # As a reader runs it: without this suite's log level, so TensorFlow's start-up lines
     # would show here if the benchmarks did not hold them back as the stages do.
