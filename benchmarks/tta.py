@@ -44,23 +44,25 @@ VIEW_SETS = {
 GRID = [(m, dx, dy) for m in (False, True) for dy in range(-2, 3) for dx in range(-2, 3)]
 
 
-def view_probabilities(network: keras.Model, images: np.ndarray, batch: int) -> dict:
-    """{(mirrored, dx, dy): probabilities (N, 10)} for every view of `GRID`, each made by the
-    layers the shipped model makes its views with."""
-    out = {}
+def view_models(network: keras.Model) -> dict:
+    """{(mirrored, dx, dy): `network` on that view} for every view of `GRID`, each view made by
+    the layers the shipped model makes its views with."""
+    models = {}
     for m, dx, dy in GRID:
         x = keras.Input(shape=IMAGE_SHAPE)
         view = tta.mirror(x) if m else x
         if dx or dy:
             view = tta.shift(view, dx, dy, "view")
-        out[m, dx, dy] = evaluate.predict(keras.Model(x, network(view)), images, batch)
-    return out
+        models[m, dx, dy] = keras.Model(x, network(view))
+    return models
 
 
 def view_sets(network: keras.Model, splits: dict, batch: int) -> None:
     """Print each set of `VIEW_SETS`: its views, and its averaged accuracy on each split."""
+    models = view_models(network)
     probs = {
-        name: view_probabilities(network, images, batch) for name, (images, _) in splits.items()
+        split: {v: evaluate.predict(model, images, batch) for v, model in models.items()}
+        for split, (images, _) in splits.items()
     }
     print("| views | count | val accuracy | test accuracy |")
     print("|---|---|---|---|")
