@@ -39,13 +39,17 @@ def queue_states(repo: Path) -> dict[str, str]:
     return {row[1]: row[-1] for row in rows}
 
 
-def wait_for_queue(repo: Path) -> dict[str, str]:
-    """Poll the queue until no task is queued or running; return the final states."""
+def wait_for_queue(repo: Path, tasks: int) -> dict[str, str]:
+    """Poll the queue until all `tasks` have finished; return those states. Waiting for the
+    finished states, not for the end of "Queued" and "Running", because a poll can catch a
+    task between states (seen in CI: a later poll still listed it as running)."""
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
-    while {"Queued", "Running"} & set(states := queue_states(repo).values()):
+    while True:
+        states = queue_states(repo)
+        if len(states) >= tasks and set(states.values()) <= {"Success", "Failed", "Killed"}:
+            return states
         assert time.monotonic() < deadline, f"the queue did not finish: {states}"
         time.sleep(5)
-    return queue_states(repo)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,7 @@ def swept(reproduced_repo, tmp_path_factory) -> Iterator[tuple[Path, dict[str, s
     with open(repo.parent / "queue-start.log", "w") as log:
         start = [sys.executable, "-m", "dvc", "queue", "start", "-j", "1"]
         subprocess.run(start, cwd=repo, stdout=log, stderr=subprocess.STDOUT, check=True)
-    yield repo, wait_for_queue(repo)
+    yield repo, wait_for_queue(repo, len(RATES))
     dvc("queue", "stop", cwd=repo, check=False)  # leave no idle worker behind
 
 
