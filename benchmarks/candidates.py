@@ -19,6 +19,14 @@ and kept with the image through its flips and shifts; validation keeps the true 
     taskset -c 0 python3 benchmarks/candidates.py kd-15 --recipe quick -S train.epochs=15 \
         --teacher models/model.keras --teacher-weight 0.5
 
+`--swa-epochs K` averages the weights (stochastic weight averaging): the cosine decay ends K
+epochs early at `--swa-rate` times the peak rate, the rate stays there for the last K epochs,
+the weights at the end of each of them are averaged, and the BatchNorm statistics are then
+measured afresh for the averaged weights over the training images (the mean of every batch's).
+
+    taskset -c 1 python3 benchmarks/candidates.py swa-15 --recipe quick -S train.epochs=15 \
+        --swa-epochs 4 --swa-rate 0.1
+
 Two runs side by side, one core each (`taskset -c 0 ...` and `taskset -c 1 ...`), get more
 done on a 2-core machine than one after the other on both cores; their seconds are one core's,
 so compare them only with runs made the same way (the speed probe is logged with each run).
@@ -38,6 +46,7 @@ import machine  # first: TensorFlow starts with the stages' oneDNN setting
 # isort: split
 import keras
 import numpy as np
+import tensorflow as tf
 
 import curves
 import inference
@@ -50,6 +59,9 @@ from fmnist.training import device, inputs
 
 # The test-time view sets scored at the end: their indices in `fmnist.model.tta`'s ten views
 # (the image, moved right, left, down, up; then the same of its mirror).
+# The stage's schedule, before `--swa-epochs` replaces it in the stage's module.
+stage_learning_rate = train.learning_rate
+
 VIEW_SETS = {"1 view": [0], "mirror": [0, 5], "shifts": [0, 1, 2, 3, 4], "10 views": [*range(10)]}
 
 
@@ -73,11 +85,62 @@ def distillation_targets(
     return (weight * probs + (1.0 - weight) * hard).astype(np.float32)
 
 
+def swa_learning_rate(tail: int, fraction: float):
+    """`train.learning_rate` for the recipe with a constant tail: the warm-up and cosine decay
+    end `tail` epochs early, at `fraction` x the peak rate, which then holds to the end."""
+
+    def schedule(p, steps_per_epoch: int, replicas: int = 1):
+        rate = stage_learning_rate(p, steps_per_epoch, replicas)
+        if p.schedule != "cosine":
+            raise SystemExit("--swa-epochs: needs train.schedule cosine")
+        # Keras' cosine decay holds `alpha` x the peak once its decay steps are done.
+        rate.decay_steps = (p.epochs - p.warmup - tail) * steps_per_epoch
+        rate.alpha = fraction
+        return rate
+
+    return schedule
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """The mean of the model's weights at the end of each of the last `tail` epochs."""
+
+    def __init__(self, epochs: int, tail: int):
+        super().__init__()
+        self.first, self.count, self.sums = epochs - tail, 0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.first:
+            return
+        weights = [np.asarray(w, dtype=np.float64) for w in self.model.get_weights()]
+        self.sums = weights if self.sums is None else [a + w for a, w in zip(self.sums, weights)]
+        self.count += 1
+
+    def apply(self, images: np.ndarray, batch_size: int) -> None:
+        """Set the averaged weights, then each BatchNorm's moving statistics to the mean of its
+        batch statistics over `images` with those weights (the live ones' no longer fit)."""
+        self.model.set_weights([(s / self.count).astype(np.float32) for s in self.sums])
+        # The trained network (`train` wraps the views only when it saves) has its layers flat.
+        norm = keras.layers.BatchNormalization
+        norms = [layer for layer in self.model.layers if isinstance(layer, norm)]
+        momentum = {layer: layer.momentum for layer in norms}
+        for layer in norms:
+            layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+            layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
+        for i, start in enumerate(range(0, len(images), batch_size), start=1):
+            for layer in norms:
+                layer.momentum = (i - 1) / i  # a running mean: batch i weighs 1/i
+            self.model(inputs.preprocess(images[start : start + batch_size]), training=True)
+        for layer, value in momentum.items():
+            layer.momentum = value
+
+
 def settings(run: dict) -> str:
     """What a logged run changed: its `-S` settings (or its recipe) and its teacher, if any."""
     text = " ".join(run["sets"]) or run["recipe"]
     if run.get("teacher"):  # logs from before --teacher have no such key
         text += f" --teacher {run['teacher']} --teacher-weight {run['teacher_weight']}"
+    if run.get("swa_epochs"):
+        text += f" --swa-epochs {run['swa_epochs']} --swa-rate {run['swa_rate']}"
     return text
 
 
@@ -142,10 +205,18 @@ def main() -> None:
     parser.add_argument(
         "--teacher-weight", type=float, default=0.5, help="with --teacher: its share of the target"
     )
+    parser.add_argument(
+        "--swa-epochs", type=int, default=0, help="average the weights of the last K epochs"
+    )
+    parser.add_argument(
+        "--swa-rate", type=float, default=0.1, help="with --swa-epochs: their rate / the peak"
+    )
     add_set_option(parser, on_top_of="the recipe")
     args = parser.parse_args()
     if not 0.0 <= args.teacher_weight <= 1.0:
         parser.error("--teacher-weight must be between 0 and 1")
+    if args.swa_epochs < 0 or not 0.0 < args.swa_rate <= 1.0:
+        parser.error("--swa-epochs must be 0 or more, --swa-rate above 0 and at most 1")
     if args.report:
         if not args.log.is_file():
             raise SystemExit(f"{args.log}: no such log; name one with --log (runs append to it)")
@@ -169,10 +240,23 @@ def main() -> None:
         teacher_seconds = time.perf_counter() - start
         # Soft targets take the one-hot form of the stage's loss; the smoothing is in them.
         train.loss = lambda p: "categorical_crossentropy"
-    clock = EpochClock()
+    clock, extra = EpochClock(), []
+    if args.swa_epochs:
+        p = params.train
+        if args.swa_epochs > p.epochs - p.warmup - 1:
+            parser.error("--swa-epochs must leave the warm-up and at least one epoch of decay")
+        train.learning_rate = swa_learning_rate(args.swa_epochs, args.swa_rate)
+        extra.append(WeightAverage(p.epochs, args.swa_epochs))
     start = time.perf_counter()
-    model, epochs = train.train(params, train_split, val_split, [clock])
-    seconds = time.perf_counter() - start
+    model, epochs = train.train(params, train_split, val_split, [clock, *extra])
+    seconds, swa_scores = time.perf_counter() - start, {}
+    if args.swa_epochs:
+        # The last epoch's weights first, for the comparison; then the average, whose
+        # statistics pass counts as training.
+        swa_scores = score_views(tta.network(model), {"val": splits["val"]})
+        start = time.perf_counter()
+        extra[0].apply(splits["train"][0], params.train.batch_size)
+        seconds += time.perf_counter() - start
     record = {
         "name": args.name,
         "recipe": args.recipe,
@@ -184,6 +268,9 @@ def main() -> None:
         "teacher": str(args.teacher or ""),
         "teacher_weight": args.teacher_weight if args.teacher else 0.0,
         "teacher_seconds": round(teacher_seconds, 1),
+        "swa_epochs": args.swa_epochs,
+        "swa_rate": args.swa_rate if args.swa_epochs else 0.0,
+        "live_scores": swa_scores,  # with --swa-epochs: the last epoch's weights, unaveraged
         "precision": runtime["precision"],
         "probe_s": round(probe, 2),
         "machine": machine.describe(),

@@ -194,6 +194,49 @@ print("targets agree")
 
 
 @pytest.mark.slow
+def test_candidates_average_the_weights_of_a_constant_rate_tail(reproduced_repo, tmp_path):
+    check = """
+import keras, numpy as np, candidates
+from fmnist.params import TrainParams
+p = TrainParams(epochs=5, warmup_epochs=1, learning_rate=0.01, schedule="cosine")
+rate = candidates.swa_learning_rate(tail=2, fraction=0.1)(p, steps_per_epoch=10)
+assert np.isclose(float(rate(10)), 0.01) and float(rate(20)) > 0.001
+assert np.allclose([float(rate(s)) for s in (30, 40, 49)], 0.001)
+model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.BatchNormalization(),
+                          keras.layers.Flatten(), keras.layers.Dense(3)])
+average = candidates.WeightAverage(epochs=5, tail=2)
+average.set_model(model)
+seen = []
+for epoch in range(5):
+    model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
+    average.on_epoch_end(epoch)
+    seen.append(model.get_weights())
+images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+average.apply(images, batch_size=20)
+kernel = model.layers[-1].kernel.numpy()
+assert np.allclose(kernel, 3.5)  # epochs 3 and 4
+norm = model.layers[0]
+pixels = images.astype(np.float64) / 255
+batches = [pixels[:20], pixels[20:]]
+assert np.isclose(norm.moving_mean.numpy()[0], np.mean([b.mean() for b in batches]), atol=1e-6)
+assert np.isclose(norm.moving_variance.numpy()[0], np.mean([b.var() for b in batches]), atol=1e-6)
+assert norm.momentum == 0.99
+print("average agrees")
+"""
+    assert "average agrees" in run([sys.executable, "-c", check], cwd=tmp_path, env=ENV).stdout
+    log = tmp_path / "runs.jsonl"
+    cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "swa", "-S", "train.epochs=4"]
+    cmd += ["--swa-epochs", "2", "--swa-rate", "0.2", "--log", str(log)]
+    run([*cmd, "--data", str(reproduced_repo / "data" / "prepared")], cwd=ROOT, env=ENV)
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (record["swa_epochs"], record["swa_rate"], record["epochs"]) == (2, 0.2, 4)
+    assert set(record["live_scores"]) == {"val 1 view", "val mirror", "val shifts", "val 10 views"}
+    report = [sys.executable, str(BENCHMARKS / "candidates.py"), "--report", "--log", str(log)]
+    row = table_row(run(report, cwd=ROOT, env=ENV).stdout)
+    assert row["settings"].endswith("train.epochs=4 --swa-epochs 2 --swa-rate 0.2")
+
+
+@pytest.mark.slow
 def test_tta_view_sets_score_the_shipped_views_as_the_shipped_wrapping_does(reproduced_repo):
     """The set `tta_shift 1` of `--view-sets` is built view by view from the 5x5 grid; it must
     score what the model wrapped with `model.tta_flip` and `tta_shift: 1` scores."""
@@ -291,6 +334,7 @@ OWN_CHECKOUT = {
     "arch_speed.py c16@128/3": (2, "the batch must be a positive multiple of the replicas"),
     "arch_speed.py c16 --rounds 0": (2, "--rounds and --images must be at least 1"),
     "candidates.py kd --teacher-weight 1.5": (2, "--teacher-weight must be between 0 and 1"),
+    "candidates.py swa --swa-rate 0": (2, "--swa-epochs must be 0 or more, --swa-rate above 0"),
 }
 
 
