@@ -57,11 +57,11 @@ from fmnist.stages import train
 from fmnist.tools.recipe import add_set_option, recipe_with_sets
 from fmnist.training import device, inputs
 
-# The test-time view sets scored at the end: their indices in `fmnist.model.tta`'s ten views
-# (the image, moved right, left, down, up; then the same of its mirror).
 # The stage's schedule, before `--swa-epochs` replaces it in the stage's module.
 stage_learning_rate = train.learning_rate
 
+# The test-time view sets scored at the end: their indices in `fmnist.model.tta`'s ten views
+# (the image, moved right, left, down, up; then the same of its mirror).
 VIEW_SETS = {"1 view": [0], "mirror": [0, 5], "shifts": [0, 1, 2, 3, 4], "10 views": [*range(10)]}
 
 
@@ -91,8 +91,6 @@ def swa_learning_rate(tail: int, fraction: float):
 
     def schedule(p, steps_per_epoch: int, replicas: int = 1):
         rate = stage_learning_rate(p, steps_per_epoch, replicas)
-        if p.schedule != "cosine":
-            raise SystemExit("--swa-epochs: needs train.schedule cosine")
         # Keras' cosine decay holds `alpha` x the peak once its decay steps are done.
         rate.decay_steps = (p.epochs - p.warmup - tail) * steps_per_epoch
         rate.alpha = fraction
@@ -225,6 +223,9 @@ def main() -> None:
     if not args.name:
         parser.error("name the run (or --report)")
     params = recipe_with_sets(args.recipe, args.set)
+    p = params.train
+    if args.swa_epochs and (p.schedule != "cosine" or args.swa_epochs > p.epochs - p.warmup - 1):
+        parser.error("--swa-epochs needs train.schedule cosine, its warm-up and a decay")
     probe = machine.speed_probe()
     runtime = device.setup(params.train)
     splits = {name: load_split(args.data / f"{name}.npz") for name in ("train", "val", "test")}
@@ -242,9 +243,6 @@ def main() -> None:
         train.loss = lambda p: "categorical_crossentropy"
     clock, extra = EpochClock(), []
     if args.swa_epochs:
-        p = params.train
-        if args.swa_epochs > p.epochs - p.warmup - 1:
-            parser.error("--swa-epochs must leave the warm-up and at least one epoch of decay")
         train.learning_rate = swa_learning_rate(args.swa_epochs, args.swa_rate)
         extra.append(WeightAverage(p.epochs, args.swa_epochs))
     start = time.perf_counter()

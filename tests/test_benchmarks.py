@@ -312,6 +312,15 @@ def test_candidates_with_a_params_key_that_does_not_exist_is_one_line(monkeypatc
     assert line.startswith("error: ") and "'train.epoch' is not a key of params.yaml" in line
 
 
+def test_candidates_refuse_a_weight_average_longer_than_the_decay_leaves():
+    # The default's 30 epochs with one of warm-up leave at most 28 for the constant tail.
+    cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "swa", "--swa-epochs", "29"]
+    proc = run(cmd, cwd=ROOT, env=ENV, check=False)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.endswith("error: --swa-epochs needs train.schedule cosine, its warm-up and a decay")
+
+
 def test_stage_seconds_outside_a_reproduced_workspace_is_one_line(tmp_path):
     proc = run([sys.executable, str(BENCHMARKS / "stage_seconds.py")], cwd=tmp_path, check=False)
     assert proc.returncode == 1
