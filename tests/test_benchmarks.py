@@ -206,11 +206,9 @@ model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.BatchNormalizat
                           keras.layers.Flatten(), keras.layers.Dense(3)])
 average = candidates.WeightAverage(epochs=5, tail=2)
 average.set_model(model)
-seen = []
 for epoch in range(5):
     model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
     average.on_epoch_end(epoch)
-    seen.append(model.get_weights())
 images = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
 average.apply(images, batch_size=20)
 kernel = model.layers[-1].kernel.numpy()
