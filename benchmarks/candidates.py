@@ -14,10 +14,14 @@ its mirror, with its four 1-pixel shifts, all ten). One JSON line per run is app
 `--teacher MODEL` distils a trained model into the candidate: each training image's target
 is `--teacher-weight` times the teacher's probabilities (the views that model averages) plus
 the rest times its label (smoothed as the recipe smooths labels), scored once before training
-and kept with the image through its flips and shifts; validation keeps the true labels.
+and kept with the image through its flips and shifts; validation keeps the true labels. Given
+more than once, the teachers' probabilities are averaged (an ensemble). `--save MODEL` keeps
+the trained candidate as the `train` stage saves its model, for example to teach another.
 
+    taskset -c 0 python3 benchmarks/candidates.py wide --recipe quick \
+        -S 'model.filters=[32,96,128]' --save wide.keras
     taskset -c 0 python3 benchmarks/candidates.py kd-15 --recipe quick -S train.epochs=15 \
-        --teacher models/model.keras --teacher-weight 0.5
+        --teacher wide.keras --teacher models/model.keras --teacher-weight 0.5
 
 `--swa-epochs K` averages the weights (stochastic weight averaging): the cosine decay ends K
 epochs early at `--swa-rate` times the peak rate, the rate stays there for the last K epochs,
@@ -76,11 +80,16 @@ def score_views(network: keras.Model, splits: dict) -> dict:
 
 
 def distillation_targets(
-    teacher: keras.Model, images: np.ndarray, labels: np.ndarray, weight: float, smoothing: float
+    teachers: list[keras.Model],
+    images: np.ndarray,
+    labels: np.ndarray,
+    weight: float,
+    smoothing: float,
 ) -> np.ndarray:
-    """Soft targets (N, 10): `weight` x the teacher's probabilities for `images` plus
+    """Soft targets (N, 10): `weight` x the teachers' mean probabilities for `images` plus
     (1 - `weight`) x the labels, one-hot and smoothed by `smoothing` as training smooths them."""
-    probs = teacher.predict(inputs.preprocess(images), batch_size=500, verbose=0)
+    pixels = inputs.preprocess(images)
+    probs = np.mean([t.predict(pixels, batch_size=500, verbose=0) for t in teachers], axis=0)
     hard = np.eye(NUM_CLASSES)[labels] * (1.0 - smoothing) + smoothing / NUM_CLASSES
     return (weight * probs + (1.0 - weight) * hard).astype(np.float32)
 
@@ -135,8 +144,12 @@ class WeightAverage(keras.callbacks.Callback):
 def settings(run: dict) -> str:
     """What a logged run changed: its `-S` settings (or its recipe) and its teacher, if any."""
     text = " ".join(run["sets"]) or run["recipe"]
-    if run.get("teacher"):  # logs from before --teacher have no such key
-        text += f" --teacher {run['teacher']} --teacher-weight {run['teacher_weight']}"
+    teachers = run.get("teacher") or []  # logs from before --teacher have no such key
+    # Logs from before an ensemble could teach name one teacher, as a string.
+    for teacher in [teachers] if isinstance(teachers, str) else teachers:
+        text += f" --teacher {teacher}"
+    if teachers:
+        text += f" --teacher-weight {run['teacher_weight']}"
     if run.get("swa_epochs"):
         text += f" --swa-epochs {run['swa_epochs']} --swa-rate {run['swa_rate']}"
     return text
@@ -199,7 +212,9 @@ def main() -> None:
         "--report", action="store_true", help="print the logged runs as a table instead"
     )
     parser.add_argument("--plot", type=Path, help="with --report: the curves' PNG")
-    parser.add_argument("--teacher", type=Path, help="a trained .keras model to distil")
+    parser.add_argument(
+        "--teacher", type=Path, action="append", help="a trained .keras model to distil (repeat)"
+    )
     parser.add_argument(
         "--teacher-weight", type=float, default=0.5, help="with --teacher: its share of the target"
     )
@@ -209,12 +224,15 @@ def main() -> None:
     parser.add_argument(
         "--swa-rate", type=float, default=0.1, help="with --swa-epochs: their rate / the peak"
     )
+    parser.add_argument("--save", type=Path, help="keep the trained model as this .keras file")
     add_set_option(parser, on_top_of="the recipe")
     args = parser.parse_args()
     if not 0.0 <= args.teacher_weight <= 1.0:
         parser.error("--teacher-weight must be between 0 and 1")
     if args.swa_epochs < 0 or not 0.0 < args.swa_rate <= 1.0:
         parser.error("--swa-epochs must be 0 or more, --swa-rate above 0 and at most 1")
+    if args.save and not args.save.parent.is_dir():
+        parser.error(f"--save {args.save}: no directory {args.save.parent} to save it in")
     if args.report:
         if not args.log.is_file():
             raise SystemExit(f"{args.log}: no such log; name one with --log (runs append to it)")
@@ -233,9 +251,9 @@ def main() -> None:
     if args.teacher:
         start = time.perf_counter()
         images, labels = train_split
-        teacher = saving.load_model(args.teacher)
+        teachers = [saving.load_model(path) for path in args.teacher]
         smoothing = params.train.label_smoothing
-        targets = distillation_targets(teacher, images, labels, args.teacher_weight, smoothing)
+        targets = distillation_targets(teachers, images, labels, args.teacher_weight, smoothing)
         train_split = images, targets
         val_split = val_split[0], np.eye(NUM_CLASSES, dtype=np.float32)[val_split[1]]
         teacher_seconds = time.perf_counter() - start
@@ -263,7 +281,7 @@ def main() -> None:
         "epochs": epochs,
         "cores": len(machine.usable_cores()),
         "train_seconds": round(seconds, 1),
-        "teacher": str(args.teacher or ""),
+        "teacher": [str(path) for path in args.teacher or []],
         "teacher_weight": args.teacher_weight if args.teacher else 0.0,
         "teacher_seconds": round(teacher_seconds, 1),
         "swa_epochs": args.swa_epochs,
@@ -277,6 +295,9 @@ def main() -> None:
         "val_accuracy": clock.val_accuracy,
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if args.save:
+        saving.save_model(saving.for_inference(model, params.model), args.save)
+        record["saved"] = str(args.save)
     with args.log.open("a") as f:
         f.write(json.dumps(record) + "\n")
     print(json.dumps({k: v for k, v in record.items() if k not in ("epoch_seconds",)}, indent=1))

@@ -156,41 +156,67 @@ def test_candidates_benchmark_logs_a_runs_curve_and_view_scores_and_reports_them
 
 
 @pytest.mark.slow
-def test_candidates_distil_a_teacher_towards_its_probabilities_mixed_with_the_labels(
+def test_candidates_distil_teachers_towards_their_mean_probabilities_mixed_with_the_labels(
     reproduced_repo, tmp_path
 ):
     check = """
-import numpy as np, candidates
+import keras, numpy as np, candidates
 from fmnist.model import architectures
 from fmnist.params import ModelParams
 from fmnist.training import inputs
 pixels = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
 labels = np.arange(16) % 10
-teacher = architectures.build(ModelParams(filters=(4, 6, 8)))
-probs = teacher.predict(inputs.preprocess(pixels), verbose=0)
-only = candidates.distillation_targets(teacher, pixels, labels, 1.0, 0.1)
-none = candidates.distillation_targets(teacher, pixels, labels, 0.0, 0.1)
-half = candidates.distillation_targets(teacher, pixels, labels, 0.5, 0.0)
-assert np.allclose(only, probs, atol=1e-6)
+teachers = []
+for seed in (0, 1):
+    keras.utils.set_random_seed(seed)
+    teachers.append(architectures.build(ModelParams(filters=(4, 6, 8))))
+probs = [t.predict(inputs.preprocess(pixels), verbose=0) for t in teachers]
+assert not np.allclose(probs[0], probs[1], atol=1e-3)
+only = candidates.distillation_targets(teachers[:1], pixels, labels, 1.0, 0.1)
+none = candidates.distillation_targets(teachers[:1], pixels, labels, 0.0, 0.1)
+half = candidates.distillation_targets(teachers[:1], pixels, labels, 0.5, 0.0)
+both = candidates.distillation_targets(teachers, pixels, labels, 1.0, 0.0)
+assert np.allclose(only, probs[0], atol=1e-6)
 assert np.allclose(none.max(axis=1), 0.91) and (none.argmax(axis=1) == labels).all()
-assert np.allclose(half, (probs + np.eye(10)[labels]) / 2, atol=1e-6)
+assert np.allclose(half, (probs[0] + np.eye(10)[labels]) / 2, atol=1e-6)
 assert np.allclose(half.sum(axis=1), 1.0, atol=1e-5)
+assert np.allclose(both, (probs[0] + probs[1]) / 2, atol=1e-6)
 print("targets agree")
 """
     assert "targets agree" in run([sys.executable, "-c", check], cwd=tmp_path, env=ENV).stdout
-    log = tmp_path / "runs.jsonl"
+    log, saved = tmp_path / "runs.jsonl", tmp_path / "student.keras"
+    data = ["--data", str(reproduced_repo / "data" / "prepared"), "--log", str(log)]
     teacher = reproduced_repo / "models" / "model.keras"
     cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "kd", "-S", "train.epochs=1"]
-    cmd += ["--teacher", str(teacher), "--teacher-weight", "0.7", "--log", str(log)]
-    run([*cmd, "--data", str(reproduced_repo / "data" / "prepared")], cwd=ROOT, env=ENV)
-    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
-    assert (record["teacher"], record["teacher_weight"]) == (str(teacher), 0.7)
-    assert record["teacher_seconds"] > 0 and len(record["val_accuracy"]) == 1
+    cmd += ["--teacher", str(teacher), "--teacher-weight", "0.7", "--save", str(saved)]
+    run([*cmd, *data], cwd=ROOT, env=ENV)
+    # The saved student teaches in turn, beside the shipped model: an ensemble of two.
+    cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "kd2", "-S", "train.epochs=1"]
+    run([*cmd, "--teacher", str(teacher), "--teacher", str(saved), *data], cwd=ROOT, env=ENV)
+    first, second = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (first["teacher"], first["teacher_weight"]) == ([str(teacher)], 0.7)
+    assert first["saved"] == str(saved) and "saved" not in second
+    assert (second["teacher"], second["teacher_weight"]) == ([str(teacher), str(saved)], 0.5)
+    assert first["teacher_seconds"] > 0 and len(first["val_accuracy"]) == 1
     # Validation keeps the true labels: its one-view score is the final network's.
-    assert record["scores"]["val 1 view"] == pytest.approx(record["val_accuracy"][0], abs=1e-6)
+    assert first["scores"]["val 1 view"] == pytest.approx(first["val_accuracy"][0], abs=1e-6)
+    # What was saved is the model that was scored, its views averaged as `train` saves it.
+    check = f"""
+import numpy as np, candidates
+from fmnist.dataset import load_split
+from fmnist.model import saving, tta
+model = saving.load_model({str(saved)!r})
+assert model.name.endswith("_tta"), model.name
+val = load_split({str(data[1])!r} + "/val.npz")
+print(round(candidates.score_views(tta.network(model), {{"val": val}})["val 1 view"], 6))
+"""
+    rescored = float(run([sys.executable, "-c", check], cwd=tmp_path, env=ENV).stdout.split()[-1])
+    assert rescored == pytest.approx(first["scores"]["val 1 view"], abs=1e-5)
     report = [sys.executable, str(BENCHMARKS / "candidates.py"), "--report", "--log", str(log)]
-    row = table_row(run(report, cwd=ROOT, env=ENV).stdout)
-    assert row["settings"].endswith(f"--teacher {teacher} --teacher-weight 0.7")
+    first_row, second_row = table_rows(run(report, cwd=ROOT, env=ENV).stdout)
+    assert first_row["settings"].endswith(f"--teacher {teacher} --teacher-weight 0.7")
+    both = f"--teacher {teacher} --teacher {saved} --teacher-weight 0.5"
+    assert second_row["settings"].endswith(both)
 
 
 @pytest.mark.slow
@@ -342,6 +368,7 @@ OWN_CHECKOUT = {
     "arch_speed.py c16 --rounds 0": (2, "--rounds and --images must be at least 1"),
     "candidates.py kd --teacher-weight 1.5": (2, "--teacher-weight must be between 0 and 1"),
     "candidates.py swa --swa-rate 0": (2, "--swa-epochs must be 0 or more, --swa-rate above 0"),
+    "candidates.py kd --save nowhere/kd.keras": (2, "--save nowhere/kd.keras: no directory nowhere"),
 }
 
 
