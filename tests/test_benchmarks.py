@@ -368,7 +368,7 @@ OWN_CHECKOUT = {
     "arch_speed.py c16 --rounds 0": (2, "--rounds and --images must be at least 1"),
     "candidates.py kd --teacher-weight 1.5": (2, "--teacher-weight must be between 0 and 1"),
     "candidates.py swa --swa-rate 0": (2, "--swa-epochs must be 0 or more, --swa-rate above 0"),
-    "candidates.py kd --save nowhere/kd.keras": (2, "--save nowhere/kd.keras: no directory nowhere"),
+    "candidates.py kd --save no/kd.keras": (2, "--save no/kd.keras: no directory no to save it in"),
 }
 
 
