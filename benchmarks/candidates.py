@@ -15,8 +15,11 @@ its mirror, with its four 1-pixel shifts, all ten). One JSON line per run is app
 is `--teacher-weight` times the teacher's probabilities (the views that model averages) plus
 the rest times its label (smoothed as the recipe smooths labels), scored once before training
 and kept with the image through its flips and shifts; validation keeps the true labels. Given
-more than once, the teachers' probabilities are averaged (an ensemble). `--save MODEL` keeps
-the trained candidate as the `train` stage saves its model, for example to teach another.
+more than once, the teachers' probabilities are averaged (an ensemble). They are kept in
+`--teacher-cache` (`.cache/teacher-probabilities/`), named by the teachers' and the images'
+bytes, so the next student of the same teachers skips the scoring, which on a CPU can take
+longer than training the student. `--save MODEL` keeps the trained candidate as the `train`
+stage saves its model, for example to teach another.
 
     taskset -c 0 python3 benchmarks/candidates.py wide --recipe quick \
         -S 'model.filters=[32,96,128]' --save wide.keras
@@ -40,6 +43,8 @@ so compare them only with runs made the same way (the speed probe is logged with
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import sys
 import time
@@ -54,6 +59,7 @@ import tensorflow as tf
 
 import curves
 import inference
+from fmnist import atomic
 from fmnist.dataset import NUM_CLASSES, load_split
 from fmnist.errors import report_errors
 from fmnist.model import saving, tta
@@ -79,17 +85,45 @@ def score_views(network: keras.Model, splits: dict) -> dict:
     return out
 
 
-def distillation_targets(
-    teachers: list[keras.Model],
-    images: np.ndarray,
-    labels: np.ndarray,
-    weight: float,
-    smoothing: float,
-) -> np.ndarray:
-    """Soft targets (N, 10): `weight` x the teachers' mean probabilities for `images` plus
-    (1 - `weight`) x the labels, one-hot and smoothed by `smoothing` as training smooths them."""
+def teacher_probabilities(
+    paths: list[Path], images: np.ndarray, cache: Path
+) -> tuple[np.ndarray, Path, bool]:
+    """The teachers' mean probabilities (N, 10) for `images` (each teacher's own views
+    averaged), the cache file that holds them and whether they were read from it. The file is
+    named by the teachers' and the images' bytes, so a changed model or split scores afresh and
+    the teachers' order does not matter (the mean ignores it)."""
+    teachers = [saving.load_model(path) for path in paths]  # first: a bad file fails here
+    key = hashlib.sha256()
+    for digest in sorted(atomic.file_sha256(path) for path in paths):
+        key.update(digest.encode())
+    key.update(hashlib.sha256(np.ascontiguousarray(images)).digest())
+    file = cache / f"{key.hexdigest()[:32]}.npy"
+    try:
+        probs = np.load(file)
+        if probs.shape == (len(images), NUM_CLASSES):
+            print(f"teachers' probabilities: read from {file}", file=sys.stderr)
+            return probs, file, True
+    except (OSError, ValueError, EOFError):  # none yet, or damaged: score afresh, replace it
+        pass
+    print(
+        f"scoring {len(images):,} training images with {len(teachers)} teacher(s), "
+        f"kept in {file} for the next run",
+        file=sys.stderr,
+    )
     pixels = inputs.preprocess(images)
     probs = np.mean([t.predict(pixels, batch_size=500, verbose=0) for t in teachers], axis=0)
+    probs = probs.astype(np.float32)
+    buffer = io.BytesIO()
+    np.save(buffer, probs)
+    atomic.write_bytes(file, buffer.getvalue())
+    return probs, file, False
+
+
+def distillation_targets(
+    probs: np.ndarray, labels: np.ndarray, weight: float, smoothing: float
+) -> np.ndarray:
+    """Soft targets (N, 10): `weight` x the teachers' probabilities `probs` plus (1 - `weight`)
+    x the labels, one-hot and smoothed by `smoothing` as training smooths them."""
     hard = np.eye(NUM_CLASSES)[labels] * (1.0 - smoothing) + smoothing / NUM_CLASSES
     return (weight * probs + (1.0 - weight) * hard).astype(np.float32)
 
@@ -219,6 +253,12 @@ def main() -> None:
         "--teacher-weight", type=float, default=0.5, help="with --teacher: its share of the target"
     )
     parser.add_argument(
+        "--teacher-cache",
+        type=Path,
+        default=Path(".cache/teacher-probabilities"),
+        help="with --teacher: where the teachers' scores are kept for the next run",
+    )
+    parser.add_argument(
         "--swa-epochs", type=int, default=0, help="average the weights of the last K epochs"
     )
     parser.add_argument(
@@ -248,13 +288,13 @@ def main() -> None:
     runtime = device.setup(params.train)
     splits = {name: load_split(args.data / f"{name}.npz") for name in ("train", "val", "test")}
     train_split, val_split, teacher_seconds = splits["train"], splits["val"], 0.0
+    cache_file, cached = None, False
     if args.teacher:
         start = time.perf_counter()
         images, labels = train_split
-        teachers = [saving.load_model(path) for path in args.teacher]
+        probs, cache_file, cached = teacher_probabilities(args.teacher, images, args.teacher_cache)
         smoothing = params.train.label_smoothing
-        targets = distillation_targets(teachers, images, labels, args.teacher_weight, smoothing)
-        train_split = images, targets
+        train_split = images, distillation_targets(probs, labels, args.teacher_weight, smoothing)
         val_split = val_split[0], np.eye(NUM_CLASSES, dtype=np.float32)[val_split[1]]
         teacher_seconds = time.perf_counter() - start
         # Soft targets take the one-hot form of the stage's loss; the smoothing is in them.
@@ -284,6 +324,8 @@ def main() -> None:
         "teacher": [str(path) for path in args.teacher or []],
         "teacher_weight": args.teacher_weight if args.teacher else 0.0,
         "teacher_seconds": round(teacher_seconds, 1),
+        "teacher_cache": str(cache_file) if cache_file else None,
+        "teacher_cached": cached,
         "swa_epochs": args.swa_epochs,
         "swa_rate": args.swa_rate if args.swa_epochs else 0.0,
         "live_scores": swa_scores,  # with --swa-epochs: the last epoch's weights, unaveraged

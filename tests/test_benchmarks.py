@@ -161,31 +161,46 @@ def test_candidates_distil_teachers_towards_their_mean_probabilities_mixed_with_
 ):
     check = """
 import keras, numpy as np, candidates
-from fmnist.model import architectures
+from pathlib import Path
+from fmnist.model import architectures, saving
 from fmnist.params import ModelParams
 from fmnist.training import inputs
 pixels = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
 labels = np.arange(16) % 10
-teachers = []
-for seed in (0, 1):
+paths = [Path("t0.keras"), Path("t1.keras")]
+for seed, path in enumerate(paths):
     keras.utils.set_random_seed(seed)
-    teachers.append(architectures.build(ModelParams(filters=(4, 6, 8))))
-probs = [t.predict(inputs.preprocess(pixels), verbose=0) for t in teachers]
+    saving.save_model(architectures.build(ModelParams(filters=(4, 6, 8))), path)
+probs = [saving.load_model(p).predict(inputs.preprocess(pixels), verbose=0) for p in paths]
 assert not np.allclose(probs[0], probs[1], atol=1e-3)
-only = candidates.distillation_targets(teachers[:1], pixels, labels, 1.0, 0.1)
-none = candidates.distillation_targets(teachers[:1], pixels, labels, 0.0, 0.1)
-half = candidates.distillation_targets(teachers[:1], pixels, labels, 0.5, 0.0)
-both = candidates.distillation_targets(teachers, pixels, labels, 1.0, 0.0)
+cache = Path("cache")
+one, one_file, hit = candidates.teacher_probabilities(paths[:1], pixels, cache)
+assert np.allclose(one, probs[0], atol=1e-6) and one_file.is_file() and not hit
+both, both_file, hit = candidates.teacher_probabilities(paths, pixels, cache)
+assert np.allclose(both, (probs[0] + probs[1]) / 2, atol=1e-6) and not hit
+# The same teachers in either order, the same images: read back, not scored.
+again, again_file, hit = candidates.teacher_probabilities(paths[::-1], pixels, cache)
+assert hit and again_file == both_file and np.array_equal(again, both)
+# Other images, or a damaged file, are scored afresh (and the file replaced).
+_, other_file, hit = candidates.teacher_probabilities(paths, pixels[:8], cache)
+assert not hit and other_file != both_file and len(list(cache.glob("*.npy"))) == 3
+both_file.write_bytes(both_file.read_bytes()[:100])
+again, _, hit = candidates.teacher_probabilities(paths, pixels, cache)
+assert not hit and np.array_equal(again, both)
+assert candidates.teacher_probabilities(paths, pixels, cache)[2]
+only = candidates.distillation_targets(one, labels, 1.0, 0.1)
+none = candidates.distillation_targets(one, labels, 0.0, 0.1)
+half = candidates.distillation_targets(one, labels, 0.5, 0.0)
 assert np.allclose(only, probs[0], atol=1e-6)
 assert np.allclose(none.max(axis=1), 0.91) and (none.argmax(axis=1) == labels).all()
 assert np.allclose(half, (probs[0] + np.eye(10)[labels]) / 2, atol=1e-6)
 assert np.allclose(half.sum(axis=1), 1.0, atol=1e-5)
-assert np.allclose(both, (probs[0] + probs[1]) / 2, atol=1e-6)
 print("targets agree")
 """
     assert "targets agree" in run([sys.executable, "-c", check], cwd=tmp_path, env=ENV).stdout
     log, saved = tmp_path / "runs.jsonl", tmp_path / "student.keras"
     data = ["--data", str(reproduced_repo / "data" / "prepared"), "--log", str(log)]
+    data += ["--teacher-cache", str(tmp_path / "scores")]
     teacher = reproduced_repo / "models" / "model.keras"
     cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "kd", "-S", "train.epochs=1"]
     cmd += ["--teacher", str(teacher), "--teacher-weight", "0.7", "--save", str(saved)]
@@ -198,6 +213,10 @@ print("targets agree")
     assert first["saved"] == str(saved) and "saved" not in second
     assert (second["teacher"], second["teacher_weight"]) == ([str(teacher), str(saved)], 0.5)
     assert first["teacher_seconds"] > 0 and len(first["val_accuracy"]) == 1
+    # Each set of teachers scored the training images once and kept the scores.
+    assert not first["teacher_cached"] and not second["teacher_cached"]
+    kept = {first["teacher_cache"], second["teacher_cache"]}
+    assert kept == {str(p) for p in (tmp_path / "scores").glob("*.npy")} and len(kept) == 2
     # Validation keeps the true labels: its one-view score is the final network's.
     assert first["scores"]["val 1 view"] == pytest.approx(first["val_accuracy"][0], abs=1e-6)
     # What was saved is the model that was scored, its views averaged as `train` saves it.
