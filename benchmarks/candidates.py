@@ -273,6 +273,11 @@ def main() -> None:
         parser.error("--swa-epochs must be 0 or more, --swa-rate above 0 and at most 1")
     if args.save and not args.save.parent.is_dir():
         parser.error(f"--save {args.save}: no directory {args.save.parent} to save it in")
+    if args.teacher:
+        try:  # now, not after scoring the teachers for half an hour
+            args.teacher_cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--teacher-cache {args.teacher_cache}: cannot create it ({exc.strerror})")
     if args.report:
         if not args.log.is_file():
             raise SystemExit(f"{args.log}: no such log; name one with --log (runs append to it)")

@@ -388,6 +388,10 @@ OWN_CHECKOUT = {
     "candidates.py kd --teacher-weight 1.5": (2, "--teacher-weight must be between 0 and 1"),
     "candidates.py swa --swa-rate 0": (2, "--swa-epochs must be 0 or more, --swa-rate above 0"),
     "candidates.py kd --save no/kd.keras": (2, "--save no/kd.keras: no directory no to save it in"),
+    "candidates.py kd --teacher t.keras --teacher-cache /dev/null/s": (
+        2,
+        "--teacher-cache /dev/null/s: cannot create it (Not a directory)",
+    ),
 }
 
 
