@@ -10,6 +10,11 @@ revision (its median divided by this one's). Run from the repository root after 
 
     python3 benchmarks/stage_seconds.py                       # this checkout, 3 rounds
     python3 benchmarks/stage_seconds.py 2c84176 HEAD --rounds 5
+    python3 benchmarks/stage_seconds.py -S evaluate.train_sample=2000   # params.yaml, and this
+
+With `-S KEY=VALUE` (as `dvc exp run -S` takes it; repeatable, all in one set) each revision
+also runs with those keys set, in the same rounds: what a setting of `evaluate` or `package`
+costs or saves.
 
 The workspace is not touched: the stages write into the scratch copy, which is then deleted.
 `package` runs without dvc.lock there (`--lock` names no file), so it checks the provenance
@@ -28,9 +33,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
+from fmnist.errors import ParamsError
+from fmnist.params import with_overrides
+from fmnist.tools.recipe import add_set_option, parse_set_options
+
 STAGES = ("evaluate", "package")
 # What the stages read, relative to the repository root (their default paths).
 INPUTS = ("params.yaml", "data/prepared", "models/model.keras", "metrics")
+# The params file of the `-S` set, written beside params.yaml in the scratch workspace.
+SET_PARAMS = "params-set.yaml"
 
 
 def checkout(revision: str, into: Path) -> Path:
@@ -59,12 +72,26 @@ def scratch_workspace(into: Path) -> Path:
     return into
 
 
-def run_stage(stage: str, revision: str, src: Path, workspace: Path) -> float:
-    """Seconds `stage` took with `revision`'s code in `src`; exits after its message if it
-    failed."""
+def set_params(sets: list[str]) -> dict:
+    """params.yaml with the `-S KEY=VALUE` options `sets` on top; a malformed option or a key
+    params.yaml does not have exits with one line. The stages check the values themselves, as
+    they check params.yaml."""
+    try:
+        base = yaml.safe_load(Path("params.yaml").read_text()) or {}
+        return with_overrides(base, parse_set_options(sets))
+    except (ParamsError, yaml.YAMLError) as err:
+        sys.exit(f"-S: {err}".splitlines()[0])
+
+
+def run_stage(
+    stage: str, revision: str, src: Path, workspace: Path, params: str | None = None
+) -> tuple[float, str]:
+    """Seconds `stage` took with `revision`'s code in `src` (and the params file `params`
+    instead of params.yaml), and the last line it printed (what it reports); exits after its
+    message if it failed."""
     cmd = [sys.executable, "-m", "fmnist.stages", stage]
-    if stage == "package":
-        cmd += ["--lock", "no-lock"]
+    if params:
+        cmd += ["--params", params]
     start = time.perf_counter()
     proc = subprocess.run(
         cmd, cwd=workspace, env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True
@@ -73,24 +100,29 @@ def run_stage(stage: str, revision: str, src: Path, workspace: Path) -> float:
     if proc.returncode:
         sys.stderr.write(proc.stderr.decode())  # the stage's own message says what is wrong
         sys.exit(f"{stage} failed with the code of {revision} (its message is above)")
-    return seconds
+    lines = proc.stdout.decode().strip().splitlines()
+    return seconds, lines[-1] if lines else ""
 
 
-def print_table(revisions: list[str], seconds: dict[tuple[str, str], list[float]]) -> None:
-    print("| stage | revision | median s | min-max s | speed-up over the first |")
-    print("|---|---|---|---|---|")
+def print_table(
+    variants: list[tuple[str, str]], seconds: dict[tuple[str, str, str], list[float]]
+) -> None:
+    """One row per stage and (revision, params) variant; "both" sums the stages per round."""
+    print("| stage | revision | params | median s | min-max s | speed-up over the first |")
+    print("|---|---|---|---|---|---|")
     for stage in (*STAGES, "both"):
         first = None
-        for revision in revisions:
+        for revision, label in variants:
             if stage == "both":
-                runs = [sum(pair) for pair in zip(*(seconds[s, revision] for s in STAGES))]
+                per_stage = (seconds[s, revision, label] for s in STAGES)
+                runs = [sum(pair) for pair in zip(*per_stage)]
             else:
-                runs = seconds[stage, revision]
+                runs = seconds[stage, revision, label]
             median = statistics.median(runs)
             first = first or median
             print(
-                f"| {stage} | {revision} | {median:.1f} | {min(runs):.1f}-{max(runs):.1f} "
-                f"| {first / median:.2f}× |"
+                f"| {stage} | {revision} | {label} | {median:.1f} | "
+                f"{min(runs):.1f}-{max(runs):.1f} | {first / median:.2f}× |"
             )
 
 
@@ -100,34 +132,45 @@ def main() -> None:
         "revisions", nargs="*", default=["."], help='git revisions ("." = the working tree)'
     )
     parser.add_argument("--rounds", type=int, default=3)
+    add_set_option(parser, on_top_of="params.yaml, as a second set each revision runs with")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     missing = [name for name in INPUTS if not Path(name).exists()]
     if missing:
         sys.exit(f"{', '.join(missing)}: missing here; run `dvc repro` (or `dvc pull`) first")
+    # (label in the table, params file in the scratch workspace: None for params.yaml)
+    param_sets: list[tuple[str, str | None]] = [("params.yaml", None)]
+    if args.set:
+        param_sets.append((" ".join(args.set), SET_PARAMS))
+        overridden = set_params(args.set)
     import machine  # imports TensorFlow: once the inputs are known to be there
 
     print(machine.describe())
-    seconds: dict[tuple[str, str], list[float]] = {
-        (stage, revision): [] for stage in STAGES for revision in args.revisions
+    variants = [(revision, label) for revision in args.revisions for label, _ in param_sets]
+    seconds: dict[tuple[str, str, str], list[float]] = {
+        (stage, *variant): [] for stage in STAGES for variant in variants
     }
     with tempfile.TemporaryDirectory(prefix="stage-seconds-") as tmp:
         workspace = scratch_workspace(Path(tmp) / "workspace")
+        if args.set:
+            (workspace / SET_PARAMS).write_text(yaml.safe_dump(overridden, sort_keys=False))
         sources = {
             revision: checkout(revision, Path(tmp) / f"rev{i}")
             for i, revision in enumerate(args.revisions)
         }
         for round_ in range(1, args.rounds + 1):
             for revision, src in sources.items():
-                for stage in STAGES:
-                    seconds[stage, revision].append(run_stage(stage, revision, src, workspace))
-                    print(
-                        f"round {round_}: {stage} with {revision}: "
-                        f"{seconds[stage, revision][-1]:.1f} s",
-                        flush=True,
-                    )
-    print_table(args.revisions, seconds)
+                for label, params in param_sets:
+                    for stage in STAGES:
+                        took, said = run_stage(stage, revision, src, workspace, params)
+                        seconds[stage, revision, label].append(took)
+                        print(
+                            f"round {round_}: {stage} with {revision}, {label}: {took:.1f} s "
+                            f"({said})",
+                            flush=True,
+                        )
+    print_table(variants, seconds)
 
 
 if __name__ == "__main__":

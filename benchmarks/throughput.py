@@ -6,11 +6,12 @@ what happens between epochs counts). Each method runs with TensorFlow's oneDNN k
 on (`--onednn`), a setting TensorFlow reads once per process: each round runs a new process
 per setting, which times every method once. Rounds, settings and methods alternate so that
 machine noise hits all alike. Prints images/s (median of the rounds), the ratio to plain `fit`
-in TensorFlow's own oneDNN setting for this CPU (the notebook as it runs), both of the medians
-and round by round (the median of the rounds' ratios, and their range), and the achieved
-fraction of the machine's peak in the precision the method computes in, fp32 or bfloat16
-(training ≈ 3 × the forward pass's FLOPs; see `machine.flops_per_cycle`), nominal and as a
-share of a large matrix product measured on the machine (`machine.gemm_gflops`).
+in TensorFlow's own oneDNN setting for this CPU (the notebook as it runs; in the other setting
+when `--onednn` names only that one), both of the medians and round by round (the median of
+the rounds' ratios, and their range), and the achieved fraction of the machine's peak in the
+precision the method computes in, fp32 or bfloat16 (training ≈ 3 × the forward pass's FLOPs;
+see `machine.flops_per_cycle`), nominal and as a share of a large matrix product measured on
+the machine (`machine.gemm_gflops`).
 
     python3 benchmarks/throughput.py --recipe notebook --rounds 2
     python3 benchmarks/throughput.py --recipe default -S model.filters=[16,40,72] --onednn on
@@ -21,6 +22,8 @@ Methods:
   pipeline, autotuned    this project's tf.data pipeline with tf.data's autotuning (TF default)
   pipeline               the pipeline as training runs it: fixed prefetch depth, no autotuning,
                          `train.STEPS_PER_EXECUTION` steps per call (all pipeline methods)
+  pipeline, unaugmented  the same without the recipe's augmentation: what the random
+                         transforms cost a training step
   pipeline + XLA         the same, compiled with XLA (`jit_compile=True`)
   pipeline, bfloat16     the same under mixed_bfloat16 (fast on CPUs with AMX or AVX-512 BF16)
   pipeline, bfloat16, Keras BatchNorm
@@ -65,10 +68,12 @@ from fmnist.training import device, inputs
 
 PLAIN = "plain fit (NumPy)"
 KERAS_BN = "pipeline, bfloat16, Keras BatchNorm"
+UNAUGMENTED = "pipeline, unaugmented"
 METHODS = (
     PLAIN,
     "pipeline, autotuned",
     "pipeline",
+    UNAUGMENTED,
     "pipeline + XLA",
     "pipeline, bfloat16",
     KERAS_BN,
@@ -130,7 +135,7 @@ def method(
         return fit
 
     counter = inputs.EpochCounter()
-    augment = p.augment if p.augment.enabled else None
+    augment = p.augment if p.augment.enabled and name != UNAUGMENTED else None
     ds = inputs.training_dataset(
         images, labels, p.batch_size, p.seed, counter.epoch, augment, autotune="autotuned" in name
     )
@@ -267,8 +272,10 @@ def main() -> None:
         f"{launch.ONEDNN_VARIABLE}={pipeline_setting} (what the stages inherit from here)"
     )
     print()
-    reference_key = (PLAIN, tf_default)
-    reference_name = f"{PLAIN}, oneDNN {tf_default}"
+    # The notebook as it runs: plain fit in TensorFlow's own setting (or in the one that ran).
+    setting = tf_default if (PLAIN, tf_default) in seconds else args.onednn[0]
+    reference_key = (PLAIN, setting)
+    reference_name = f"{PLAIN}, oneDNN {setting}"
     header = ("method", "oneDNN", "images/s (median)", "min-max", f"× {reference_name}")
     header += ("× per round: median (min-max)", "GFLOP/s", "% of the peak (its precision)")
     header += ("% of the GEMM",)

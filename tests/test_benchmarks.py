@@ -411,6 +411,16 @@ def test_benchmarks_on_their_own_checkout_name_bad_input_in_one_line(
     assert len(lines) == 1 if code == 1 else lines[0].startswith("usage: "), proc.stderr
 
 
+def test_stage_seconds_refuses_a_set_key_params_yaml_lacks_in_one_line(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    for directory in ("data/prepared", "metrics", "models/model.keras"):
+        (tmp_path / directory).mkdir(parents=True)
+    cmd = [sys.executable, str(BENCHMARKS / "stage_seconds.py"), "-S", "evaluate.sample=5"]
+    proc = run(cmd, cwd=tmp_path, env=ENV, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["-S: 'evaluate.sample' is not a key of params.yaml"]
+
+
 def test_stage_seconds_names_the_stage_that_failed_and_why(tmp_path):
     (tmp_path / "src").symlink_to(ROOT / "src")
     (tmp_path / "params.yaml").write_text("train:\n  epochs: many\n")
@@ -466,6 +476,25 @@ def test_arch_speed_benchmark_times_layer_specs_side_by_side(reproduced_repo):
     assert rows[3]["parameters"] == rows[2]["parameters"]
     for row in rows:
         assert float(row["images/s (median)"].replace(",", "")) > 0
+
+
+@pytest.mark.slow
+def test_throughput_times_the_pipeline_with_and_without_its_augmentation(reproduced_repo):
+    methods = ["plain fit (NumPy)", "pipeline", "pipeline, unaugmented"]
+    cmd = [sys.executable, str(BENCHMARKS / "throughput.py"), "--recipe", "default"]
+    cmd += ["--methods", *methods, "--onednn", "on", "--rounds", "1", "--epochs", "1"]
+    cmd += ["--images", "64", "--data", str(reproduced_repo / "data" / "prepared")]
+    proc = run(cmd, cwd=ROOT, env=ENV)
+    rows = table_rows(proc.stdout)
+
+    assert "augmentation on" in proc.stdout
+    assert [(r["method"], r["oneDNN"]) for r in rows] == [(m, "on") for m in methods]
+    # TensorFlow's own setting (off on most CPUs) did not run: the reference is the one that did.
+    reference = "× plain fit (NumPy), oneDNN on"
+    assert rows[0][reference] == "1.00"
+    for row in rows:
+        assert float(row["images/s (median)"].replace(",", "")) > 0
+        assert float(row[reference]) > 0
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import re
 import sys
 
 import pytest
+import yaml
 
 from helpers import ROOT, run
 from test_benchmarks import table_rows
@@ -74,17 +75,27 @@ def test_product_photos_are_answered_three_ways(reproduced_repo):
     assert "agree on 100.00% of the photos" in proc.stdout
 
 
-def test_stage_seconds_times_evaluate_and_package_of_a_revision(reproduced_repo):
+def test_stage_seconds_times_a_revision_with_params_yaml_and_with_a_set(reproduced_repo):
     status = run(["git", "status", "--porcelain"], cwd=reproduced_repo).stdout
     cmd = [sys.executable, str(BENCHMARKS / "stage_seconds.py"), "HEAD", "--rounds", "1"]
+    cmd += ["-S", "package.throughput_batch_size=7"]
     proc = run(cmd, cwd=reproduced_repo, env=ENV)
     (rows,) = tables(proc.stdout)
-    assert [(row["stage"], row["revision"]) for row in rows] == [
-        ("evaluate", "HEAD"),
-        ("package", "HEAD"),
-        ("both", "HEAD"),
+    assert [(row["stage"], row["revision"], row["params"]) for row in rows] == [
+        (stage, "HEAD", params)
+        for stage in ("evaluate", "package", "both")
+        for params in ("params.yaml", "package.throughput_batch_size=7")
     ]
     assert all(float(row["median s"]) > 0 for row in rows)
-    assert all(row["speed-up over the first"] == "1.00×" for row in rows)
+    assert [row["speed-up over the first"] for row in rows][::2] == ["1.00×"] * 3
+    # Each run says what the stage reported: the set reached the stage.
+    packaged = {
+        line.split(", ")[1].split(":")[0]: line
+        for line in proc.stdout.splitlines()
+        if line.startswith("round 1: package with HEAD")
+    }
+    params = yaml.safe_load((reproduced_repo / "params.yaml").read_text())
+    assert f"at batch {params['package']['throughput_batch_size']} " in packaged["params.yaml"]
+    assert "at batch 7 " in packaged["package.throughput_batch_size=7"]
     # The stages wrote into a scratch copy: the shared repository is as it was.
     assert run(["git", "status", "--porcelain"], cwd=reproduced_repo).stdout == status
