@@ -90,6 +90,8 @@ def run_stage(
     instead of params.yaml), and the last line it printed (what it reports); exits after its
     message if it failed."""
     cmd = [sys.executable, "-m", "fmnist.stages", stage]
+    if stage == "package":
+        cmd += ["--lock", "no-lock"]
     if params:
         cmd += ["--params", params]
     start = time.perf_counter()
