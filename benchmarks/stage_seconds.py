@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from fmnist.errors import ParamsError
-from fmnist.params import with_overrides
+from fmnist.params import load_params, params_to_dict, with_overrides
 from fmnist.tools.recipe import add_set_option, parse_set_options
 
 STAGES = ("evaluate", "package")
@@ -77,10 +77,9 @@ def set_params(sets: list[str]) -> dict:
     params.yaml does not have exits with one line. The stages check the values themselves, as
     they check params.yaml."""
     try:
-        base = yaml.safe_load(Path("params.yaml").read_text()) or {}
-        return with_overrides(base, parse_set_options(sets))
-    except (ParamsError, yaml.YAMLError) as err:
-        sys.exit(f"-S: {err}".splitlines()[0])
+        return with_overrides(params_to_dict(load_params("params.yaml")), parse_set_options(sets))
+    except ParamsError as err:
+        sys.exit(f"-S: {err}")
 
 
 def run_stage(
