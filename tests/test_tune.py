@@ -211,6 +211,30 @@ def test_the_baseline_is_the_workspace_params_when_the_space_holds_them():
     assert other.trials == []
 
 
+def test_a_second_process_opening_a_new_study_mid_record_sees_none_or_all_of_it():
+    # Two workers starting one shared study: the second may read the study's record between
+    # any two of the first's writes. Each time, it must either find no record yet, or resume.
+    parsed = tune.parse_config(config())
+    storage = optuna.storages.InMemoryStorage()
+    first = optuna.create_study(study_name="shared", storage=storage)
+    second = optuna.load_study(study_name="shared", storage=storage)
+    seen = []
+    write = first.set_user_attr
+
+    def write_then_look(key, value):
+        write(key, value)
+        seen.append(bool(second.user_attrs.get("config")))
+        if seen[-1]:
+            tune.check_study(second, parsed, "abc123", BASE)  # a whole record: resumes
+
+    first.set_user_attr = write_then_look
+    tune.check_study(first, parsed, "abc123", BASE)
+    assert seen == [False] * (len(seen) - 1) + [True]
+    changed = {**BASE, "train": {**BASE["train"], "epochs": 1}}
+    with pytest.raises(tune.TuneError, match=r"other workspace params \(train.epochs\)"):
+        tune.check_study(second, parsed, "abc123", changed)
+
+
 def test_a_killed_runs_trial_is_failed_then_run_again_once_at_its_point():
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage)

@@ -592,7 +592,9 @@ def report_trial(study, trial) -> None:
 def check_study(study, config: TuneConfig, baseline_rev: str, base: dict) -> None:
     """A new study records what it searches; a resumed one must search the same thing from
     the same commit and params, or its trials would not be comparable."""
-    record = {"config": config.fingerprint(), "baseline_rev": baseline_rev, "base": base}
+    # "config" is written last: it marks the record whole, so that another process opening
+    # the study between two of these writes finds either no record or all of it.
+    record = {"baseline_rev": baseline_rev, "base": base, "config": config.fingerprint()}
     attrs = study.user_attrs
     if not attrs.get("config"):
         for key, value in record.items():
