@@ -356,8 +356,8 @@ def test_candidates_with_a_params_key_that_does_not_exist_is_one_line(monkeypatc
 
 
 def test_candidates_refuse_a_weight_average_longer_than_the_decay_leaves():
-    # The default's 30 epochs with one of warm-up leave at most 28 for the constant tail.
-    cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "swa", "--swa-epochs", "29"]
+    # The default's 18 epochs with one of warm-up leave at most 16 for the constant tail.
+    cmd = [sys.executable, str(BENCHMARKS / "candidates.py"), "swa", "--swa-epochs", "17"]
     proc = run(cmd, cwd=ROOT, env=ENV, check=False)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
