@@ -216,8 +216,9 @@ def test_a_second_process_opening_a_new_study_mid_record_sees_none_or_all_of_it(
     # any two of the first's writes. Each time, it must either find no record yet, or resume.
     parsed = tune.parse_config(config())
     storage = optuna.storages.InMemoryStorage()
-    first = optuna.create_study(study_name="shared", storage=storage)
-    second = optuna.load_study(study_name="shared", storage=storage)
+    first, created = tune.open_study(storage, parsed)
+    second, also_created = tune.open_study(storage, parsed)
+    assert (created, also_created) == (True, False)
     seen = []
     write = first.set_user_attr
 
@@ -225,14 +226,46 @@ def test_a_second_process_opening_a_new_study_mid_record_sees_none_or_all_of_it(
         write(key, value)
         seen.append(bool(second.user_attrs.get("config")))
         if seen[-1]:
-            tune.check_study(second, parsed, "abc123", BASE)  # a whole record: resumes
+            tune.check_study(second, parsed, "abc123", BASE, created=False)  # whole: resumes
 
     first.set_user_attr = write_then_look
-    tune.check_study(first, parsed, "abc123", BASE)
+    tune.check_study(first, parsed, "abc123", BASE, created=True)
     assert seen == [False] * (len(seen) - 1) + [True]
     changed = {**BASE, "train": {**BASE["train"], "epochs": 1}}
     with pytest.raises(tune.TuneError, match=r"other workspace params \(train.epochs\)"):
-        tune.check_study(second, parsed, "abc123", changed)
+        tune.check_study(second, parsed, "abc123", changed, created=False)
+
+
+def test_of_two_workers_starting_together_only_the_creator_writes_the_record(monkeypatch):
+    # The second worker, on another commit, opens the study before the first has written
+    # anything: it waits for the first's record and is refused by it, instead of writing
+    # its own over it.
+    parsed = tune.parse_config(config())
+    storage = optuna.storages.InMemoryStorage()
+    first, _ = tune.open_study(storage, parsed)
+    second, created = tune.open_study(storage, parsed)
+    polls = []
+
+    def first_writes_meanwhile(seconds):
+        if not polls:
+            tune.check_study(first, parsed, "aaaaaaaaaaaa", BASE, created=True)
+        polls.append(seconds)
+
+    monkeypatch.setattr(tune.time, "sleep", first_writes_meanwhile)
+    with pytest.raises(tune.TuneError, match="started on commit aaaaaaaaa, and HEAD is bbbbbbbbb"):
+        tune.check_study(second, parsed, "bbbbbbbbbbbb", BASE, created)
+    assert polls == [tune.RECORD_POLL_S]
+    assert first.user_attrs["baseline_rev"] == "aaaaaaaaaaaa"  # the first's record stands
+
+
+def test_a_study_whose_creator_never_wrote_its_record_is_refused_with_a_way_out():
+    parsed = tune.parse_config(config())
+    storage = optuna.storages.InMemoryStorage()
+    tune.open_study(storage, parsed)  # then stopped before check_study
+    study, created = tune.open_study(storage, parsed)
+    with pytest.raises(tune.TuneError, match="no record of what it searches.*delete-study"):
+        tune.check_study(study, parsed, "abc123", BASE, created, wait_s=0)
+    assert study.user_attrs == {}  # nothing written
 
 
 def test_a_killed_runs_trial_is_failed_then_run_again_once_at_its_point():

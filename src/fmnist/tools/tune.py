@@ -55,6 +55,10 @@ HEARTBEAT_S = 60
 GRACE_S = 5 * HEARTBEAT_S
 # Tries at opening the study's database (see open_storage).
 STORAGE_ATTEMPTS = 3
+# How long a worker that finds the study just created by another waits for its record (a few
+# quick writes), and how often it looks.
+RECORD_WAIT_S = 30.0
+RECORD_POLL_S = 0.5
 # Consecutive failed trials after which the study stops: something is broken, not unlucky.
 MAX_FAILURES_IN_A_ROW = 3
 
@@ -589,17 +593,60 @@ def report_trial(study, trial) -> None:
         say(f"trial {trial.number} ({name}) failed: {trial.user_attrs.get('error', 'see its log')}")
 
 
-def check_study(study, config: TuneConfig, baseline_rev: str, base: dict) -> None:
+def open_study(storage, config: TuneConfig) -> tuple[Any, bool]:
+    """The study `config` names, made if it does not exist; and whether this process made it.
+
+    Of workers that start one study together, exactly one creates it (the database refuses
+    the others), and only that one writes the study's record (see check_study).
+    """
+    import optuna
+
+    try:
+        study = optuna.create_study(
+            study_name=config.study, storage=storage, direction=config.direction
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=config.study, storage=storage), False
+
+
+def study_record(study, name: str, wait_s: float = RECORD_WAIT_S) -> dict:
+    """The record of a study another process created, once that process has written it."""
+    deadline = time.monotonic() + wait_s
+    while not (attrs := study.user_attrs).get("config"):
+        if time.monotonic() >= deadline:
+            raise TuneError(
+                f"study {name} has no record of what it searches (the run that created it "
+                "stopped before writing one): name a new study, or delete this one "
+                f"(`optuna delete-study --study-name {name} --storage URL`)"
+            )
+        time.sleep(RECORD_POLL_S)
+    return attrs
+
+
+def check_study(
+    study,
+    config: TuneConfig,
+    baseline_rev: str,
+    base: dict,
+    created: bool,
+    wait_s: float = RECORD_WAIT_S,
+) -> None:
     """A new study records what it searches; a resumed one must search the same thing from
-    the same commit and params, or its trials would not be comparable."""
+    the same commit and params, or its trials would not be comparable.
+
+    Only the process that `created` the study writes the record, so that two workers started
+    together on different commits cannot both write one: the second is checked against the
+    first's. Another process waits up to `wait_s` for the record to be whole.
+    """
     # "config" is written last: it marks the record whole, so that another process opening
     # the study between two of these writes finds either no record or all of it.
     record = {"baseline_rev": baseline_rev, "base": base, "config": config.fingerprint()}
-    attrs = study.user_attrs
-    if not attrs.get("config"):
+    if created:
         for key, value in record.items():
             study.set_user_attr(key, value)
         return
+    attrs = study_record(study, config.study, wait_s)
     if attrs["config"] != record["config"]:
         changed = [k for k in record["config"] if attrs["config"].get(k) != record["config"][k]]
         raise TuneError(
@@ -789,13 +836,8 @@ def tune(config: TuneConfig, storage_url: str, jobs: int, out_dir: Path) -> dict
     # Our own line per failed trial instead of Optuna's warning with a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(storage_url)
-    study = optuna.create_study(
-        study_name=config.study,
-        storage=storage,
-        direction=config.direction,
-        load_if_exists=True,
-    )
-    check_study(study, config, head, base)
+    study, created = open_study(storage, config)
+    check_study(study, config, head, base, created)
     stale = fail_dead_local_trials(study, storage)
     if stale:
         say(f"trial(s) {', '.join(map(str, stale))} of a killed run marked failed")
