@@ -62,7 +62,8 @@ import inference
 from fmnist import atomic
 from fmnist.dataset import NUM_CLASSES, load_split
 from fmnist.errors import report_errors
-from fmnist.model import saving, tta
+from fmnist.model import saving
+from fmnist.params import ModelParams
 from fmnist.stages import train
 from fmnist.tools.recipe import add_set_option, recipe_with_sets
 from fmnist.training import device, inputs
@@ -75,8 +76,10 @@ stage_learning_rate = train.learning_rate
 VIEW_SETS = {"1 view": [0], "mirror": [0, 5], "shifts": [0, 1, 2, 3, 4], "10 views": [*range(10)]}
 
 
-def score_views(network: keras.Model, splits: dict) -> dict:
-    """Accuracy of the trained network on each split with each set of test-time views."""
+def score_views(model: keras.Model, splits: dict) -> dict:
+    """Accuracy of the trained network on each split with each set of test-time views, scored
+    as the pipeline scores what it ships: in float32, whatever precision trained it."""
+    network = saving.for_inference(model, ModelParams(tta_flip=False, tta_shift=0))
     out = {}
     for split, (pixels, labels) in splits.items():
         probs = inference.view_probabilities(network, pixels, shift=1)  # (10, N, 10)
@@ -314,7 +317,7 @@ def main() -> None:
     if args.swa_epochs:
         # The last epoch's weights first, for the comparison; then the average, whose
         # statistics pass counts as training.
-        swa_scores = score_views(tta.network(model), {"val": splits["val"]})
+        swa_scores = score_views(model, {"val": splits["val"]})
         start = time.perf_counter()
         extra[0].apply(splits["train"][0], params.train.batch_size)
         seconds += time.perf_counter() - start
@@ -337,7 +340,7 @@ def main() -> None:
         "precision": runtime["precision"],
         "probe_s": round(probe, 2),
         "machine": machine.describe(),
-        "scores": score_views(tta.network(model), {k: splits[k] for k in ("val", "test")}),
+        "scores": score_views(model, {k: splits[k] for k in ("val", "test")}),
         "epoch_seconds": clock.seconds,
         "val_accuracy": clock.val_accuracy,
         "at": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -459,6 +459,33 @@ print("views agree")
     assert "views agree" in run([sys.executable, "-c", check], cwd=tmp_path, env=ENV).stdout
 
 
+def test_candidates_score_a_bfloat16_trained_network_in_float32_as_the_pipeline_ships_it(
+    tmp_path,
+):
+    """A network trained under mixed_bfloat16 is scored as `evaluate` scores the saved model:
+    a float32 copy with the same weights, so the benchmark's scores are the shipped ones."""
+    check = """
+import keras, numpy as np, candidates, inference
+from fmnist.model import architectures
+from fmnist.params import ModelParams
+keras.mixed_precision.set_global_policy("mixed_bfloat16")
+net = architectures.build(ModelParams(filters=(4, 6, 8)))
+keras.mixed_precision.set_global_policy("float32")
+seen, views = [], inference.view_probabilities
+def spy(network, pixels, shift):
+    seen.append((network.dtype_policy.name, [w.tolist() for w in network.get_weights()]))
+    return views(network, pixels, shift)
+inference.view_probabilities = spy
+pixels = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+scores = candidates.score_views(net, {"val": (pixels, np.zeros(8, np.int64))})
+assert sorted(scores) == sorted(f"val {name}" for name in candidates.VIEW_SETS)
+assert [policy for policy, _ in seen] == ["float32"], seen[0][0]
+assert seen[0][1] == [w.tolist() for w in net.get_weights()]
+print("scored in float32")
+"""
+    assert "scored in float32" in run([sys.executable, "-c", check], cwd=tmp_path, env=ENV).stdout
+
+
 @pytest.mark.slow
 def test_arch_speed_benchmark_times_layer_specs_side_by_side(reproduced_repo):
     specs = ["c16 c16 p c48 c48 p c64 c64", "c16p c16 c48p c48 c64 c64@64", "c8p c8", "c8p c8@32/2"]
