@@ -46,6 +46,7 @@ import machine
 from fmnist.errors import report_errors
 from fmnist.git import git_show
 from fmnist.params import flatten
+from fmnist.tools import lineage
 from fmnist.tools.recipe import add_set_option, load_recipes, set_arguments
 from fmnist.training import history
 
@@ -145,7 +146,8 @@ def experiment(
         raise SystemExit(f"`dvc exp run -n {name}` failed (exit {proc.returncode}); see above")
     end = time.perf_counter()
     scores = json.loads(Path("metrics/eval.json").read_text())
-    record = json.loads(Path("metrics/runs/train.json").read_text())
+    record = json.loads(Path(lineage.TRAIN_RECORD).read_text())
+    speed = json.loads(Path(lineage.TRAIN_SPEED).read_text())
     log = history.read_history(LIVE_DIR)
     return Run(
         recipe=recipe,
@@ -154,7 +156,7 @@ def experiment(
         test=scores["test"]["accuracy"],
         val=scores["val"]["accuracy"],
         epochs=record["epochs_run"],
-        train_seconds=record["train_seconds"],
+        train_seconds=speed["train_seconds"],
         seconds=end - start,
         stages=stage_seconds(starts, end),
         # Seconds from the first epoch's start to each epoch's end, as the stage printed them.

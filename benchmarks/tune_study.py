@@ -53,13 +53,14 @@ def trial_rows(study: optuna.Study, config: tune.TuneConfig) -> list[str]:
     return lines
 
 
-def accuracies(scores: dict, record: dict) -> dict:
-    """A row of the full-length table from a run's metrics/eval.json and its run record."""
+def accuracies(scores: dict, record: dict, speed: dict) -> dict:
+    """A row of the full-length table from a run's metrics/eval.json, its run record and its
+    time."""
     return {
         "val": scores["val"]["accuracy"],
         "test": scores["test"]["accuracy"],
         "epochs": record["epochs_run"],
-        "train_minutes": record["train_seconds"] / 60,
+        "train_minutes": speed["train_seconds"] / 60,
     }
 
 
@@ -73,6 +74,7 @@ def full_run(name: str, overrides: dict) -> dict:
     return accuracies(
         json.loads(tune.read_at(rev, "metrics/eval.json")),
         json.loads(tune.read_at(rev, lineage.TRAIN_RECORD)),
+        json.loads(tune.read_at(rev, lineage.TRAIN_SPEED)),
     )
 
 
@@ -98,6 +100,7 @@ def committed_run() -> dict:
     return accuracies(
         json.loads(Path("metrics/eval.json").read_text()),
         json.loads(Path(lineage.TRAIN_RECORD).read_text()),
+        json.loads(Path(lineage.TRAIN_SPEED).read_text()),
     )
 
 

@@ -56,10 +56,6 @@ from fmnist.serving.signatures import (
 )
 from fmnist.training import device
 
-# Measured on one run of `train` (and kept in its run record): not part of the package, whose
-# bytes must not change when the same model is trained again.
-TRAINING_TIMING_KEYS = ("train_seconds", "images_per_second")
-
 
 @dataclass(frozen=True)
 class Sources:
@@ -141,14 +137,9 @@ def build_package(out: Path, src: Sources, params: Params, lock: dict | None = N
         speed = measure_speed(serve, params.package)
         record = {
             "data": atomic.read_json(src.manifest, "prepare"),
-            # The MD5 of each input file, as DVC records them in dvc.lock for this stage; not
-            # the training record's, whose timings change with every run (copied below).
-            "inputs": {
-                str(path): atomic.file_md5(path)
-                for role, path in src.files().items()
-                if role != "train_record"
-            },
-            "training": {k: v for k, v in training.items() if k not in TRAINING_TIMING_KEYS},
+            # The MD5 of each input file, as DVC records them in dvc.lock for this stage.
+            "inputs": {str(path): atomic.file_md5(path) for path in src.files().values()},
+            "training": training,
             "input": input_contract(),
             # What every stage ran with (its params and code), this one's last.
             "provenance": records | {"package": provenance.record("package", params)},

@@ -1,9 +1,10 @@
 """Stage `train`: fit the model named in params on the prepared data, logging with DVCLive.
 
 Writes the model (`models/model.keras`), the per-epoch log (`metrics/train/`), the model's
-numbers as a metric (`metrics/train.json`: parameters, epochs) and the record of the run
-(`metrics/runs/train.json`: device, strategy, replicas, precision, TensorFlow version, epochs,
-time, speed; see `fmnist.training.device`). On several devices or workers it trains with the
+numbers as a metric (`metrics/train.json`: parameters, epochs), the record of how the run made
+it (`metrics/runs/train.json`: device, strategy, replicas, precision, versions, epochs) and its
+time and speed (`metrics/runs/train_speed.json`; see `fmnist.training.device`). On several
+devices or workers it trains with the
 `tf.distribute` strategy that `train.distribute` selects (see `fmnist.training.distribute`);
 only the chief writes those outputs.
 """
@@ -219,7 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         "--record",
         type=Path,
         default=Path("metrics/runs/train.json"),
-        help="the whole record of the run: device, precision, versions, time, speed",
+        help="the record of how the run made the model: device, precision, versions",
+    )
+    parser.add_argument(
+        "--speed",
+        type=Path,
+        default=Path("metrics/runs/train_speed.json"),
+        help="the run's time and speed, apart: they change on every run",
     )
     parser.add_argument(
         "--provenance",
@@ -259,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if cluster.is_chief:
         status = run(
-            args.model, args.live_dir, args.metrics, args.record, args.backup_dir / fingerprint
+            args.model,
+            args.live_dir,
+            args.metrics,
+            args.record,
+            args.speed,
+            args.backup_dir / fingerprint,
         )
         provenance.write(args.provenance, "train", params)
         return status
@@ -273,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             scratch / "train",
             scratch / "train.json",
             scratch / "runs" / "train.json",
+            scratch / "runs" / "train_speed.json",
             scratch / "backup",
         )
 
@@ -304,10 +317,11 @@ def fit_and_write(
     live_dir: Path,
     metrics_path: Path,
     record_path: Path,
+    speed_path: Path,
     backup: Path,
 ) -> int:
     """Train with a DVCLive log in `live_dir`, resuming from `backup` if a killed run left one;
-    write the model, its numbers and the run's record."""
+    write the model, its numbers, the run's record and its speed."""
     saved = resume.load(backup)
     if saved is not None:
         # DVC deleted the log with the other outputs. The backup holds it as of its epoch,
@@ -344,13 +358,13 @@ def fit_and_write(
         parameters=model.count_params(),
         epochs_run=epochs,
         resumed_after_epoch=resumed_at,
-        seconds=seconds,
-        images_trained=(epochs - resumed_at) * len(train_split[1]),
     )
     atomic.write_json(metrics_path, device.model_metrics(record))
     # The registered version the weights started from (train.init_from), or None.
     record["parent"] = parent if parent["init_from"] else None
     atomic.write_json(record_path, record)
+    speed = device.speed_record(seconds, (epochs - resumed_at) * len(train_split[1]))
+    atomic.write_json(speed_path, speed)
     atomic.remove(backup)  # with a write a kill cut short
     print(f"train: {epochs} epochs in {seconds:.0f} s; model written to {model_path}")
     return 0

@@ -39,6 +39,8 @@ PIPELINE = ("fetch", "prepare", "train", "evaluate", "package")
 PROVENANCE_DIR = "metrics/provenance"
 # The train stage's record of its run (dvc.yaml: `--record`; `cache: false`, so in git).
 TRAIN_RECORD = "metrics/runs/train.json"
+# Its time and speed (dvc.yaml: `--speed`), apart from the record: they change on every run.
+TRAIN_SPEED = "metrics/runs/train_speed.json"
 NOT_RECORDED = "(not recorded)"
 # What the dataset version is (prepare's metric, kept in git): canonical or how it differs.
 DATASET_RECORD = "metrics/dataset.json"

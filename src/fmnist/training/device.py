@@ -1,13 +1,16 @@
 """The machine a stage runs on: seeding, determinism, precision, and a record of it all.
 
-A training run's record has two parts. The model's numbers (`MODEL_FIELDS`) are a DVC metric,
-`metrics/train.json`: they change only when the model does. Everything else differs between two
-machines that train the same model: the device, what each `auto` setting resolved to
-(precision here, the strategy in `fmnist.training.distribute`, oneDNN from the process), the
+A training run's record has three parts. The model's numbers (`MODEL_FIELDS`) are a DVC
+metric, `metrics/train.json`: they change only when the model does. How it was made differs
+between two machines that train the same model: the device, what each `auto` setting resolved
+to (precision here, the strategy in `fmnist.training.distribute`, oneDNN from the process), the
 environment (`fmnist.environment.record`: the versions of Python, TensorFlow, Keras, NumPy and
-DVC and the lock they were installed from), time and speed. So the whole record goes to
-`metrics/runs/train.json`, a plain output that `dvc metrics diff` does not read and that
-`fmnist lineage` and the PR report show on their own.
+DVC and the lock they were installed from). That record goes to `metrics/runs/train.json`, a
+plain output that `dvc metrics diff` does not read and that `fmnist lineage` and the PR report
+show on their own; the package copies it, so it holds nothing that changes when the same
+machine trains the same model again. Time and speed do (`speed_record`): they go to
+`metrics/runs/train_speed.json`, which no later stage reads, so that DVC skips `evaluate` and
+`package` when a rerun trains the same bytes.
 """
 
 from __future__ import annotations
@@ -122,14 +125,9 @@ def training_record(
     parameters: int,
     epochs_run: int,
     resumed_after_epoch: int,
-    seconds: float,
-    images_trained: int,
 ) -> dict:
-    """The record of one training run: `runtime` (what `setup` and the strategy's placement
-    report), the settings it resolved, the model it made, and its time and speed.
-
-    Time and speed are of this process only: a resumed run's epochs after the resume.
-    """
+    """The record of how one training run made its model: `runtime` (what `setup` and the
+    strategy's placement report), the settings it resolved, and the model it made."""
     return {
         **runtime,
         "global_batch_size": global_batch_size,
@@ -137,6 +135,13 @@ def training_record(
         "parameters": parameters,
         "epochs_run": epochs_run,
         "resumed_after_epoch": resumed_after_epoch,
+    }
+
+
+def speed_record(seconds: float, images_trained: int) -> dict:
+    """How long one training run took and how fast it went: of this process only, so a resumed
+    run's epochs after the resume."""
+    return {
         "train_seconds": round(seconds, 1),
         "images_per_second": round(images_trained / seconds, 1),
     }
