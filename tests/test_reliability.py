@@ -69,7 +69,7 @@ def test_retraining_the_same_model_leaves_evaluate_and_package_to_be_skipped(
     assert speed["train_seconds"] > 0 and speed["images_per_second"] > 0
     out = dvc("repro", "-f", "-s", "train", cwd=repo).stdout
     assert "Running stage 'train'" in out
-    # Every input of the later stages is as it was, the run's timings included: nothing to run.
+    # The timings changed, but no later stage reads them: every input is as it was.
     out = dvc("repro", cwd=repo).stdout
     assert "Running stage" not in out, out
     assert "Stage 'package' didn't change, skipping" in out

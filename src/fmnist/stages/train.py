@@ -4,9 +4,8 @@ Writes the model (`models/model.keras`), the per-epoch log (`metrics/train/`), t
 numbers as a metric (`metrics/train.json`: parameters, epochs), the record of how the run made
 it (`metrics/runs/train.json`: device, strategy, replicas, precision, versions, epochs) and its
 time and speed (`metrics/runs/train_speed.json`; see `fmnist.training.device`). On several
-devices or workers it trains with the
-`tf.distribute` strategy that `train.distribute` selects (see `fmnist.training.distribute`);
-only the chief writes those outputs.
+devices or workers it trains with the `tf.distribute` strategy that `train.distribute` selects
+(see `fmnist.training.distribute`); only the chief writes those outputs.
 """
 
 from __future__ import annotations
